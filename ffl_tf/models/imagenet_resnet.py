@@ -1,0 +1,39 @@
+"""ImageNet ResNet-18/34 (He et al., 2016) with BasicBlocks, for 224x224 images.
+
+Stem: 7x7/2 conv, 64 channels, BN-ReLU, 3x3/2 max-pool. Four stages with 64, 128, 256, 512 channels;
+the FFL recipe shares the stem and the first three stages between branches.
+"""
+
+import functools
+
+import keras
+
+from ffl_tf.models import layers
+from ffl_tf.models.backbone import Backbone
+from ffl_tf.models.cifar_resnet import basic_block
+
+WIDTHS = (64, 128, 256, 512)
+BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+def _stem(x, name: str, *, sync_bn: bool):
+    x = layers.conv_bn(x, WIDTHS[0], 7, 2, sync_bn=sync_bn, name=name)
+    x = layers.relu(f"{name}_relu")(x)
+    return keras.layers.MaxPooling2D(3, 2, padding="same", name=f"{name}_pool")(x)
+
+
+def _stage(x, name: str, *, filters: int, stride: int, blocks: int, sync_bn: bool):
+    for i in range(blocks):
+        x = basic_block(x, filters, stride if i == 0 else 1, sync_bn=sync_bn, name=f"{name}_block{i}")
+    return x
+
+
+def imagenet_resnet(depth: int, *, sync_bn: bool = False) -> Backbone:
+    """ResNet-18 or ResNet-34."""
+    if depth not in BLOCKS:
+        raise ValueError(f"ImageNet ResNet depth must be one of {sorted(BLOCKS)}, got {depth}.")
+    stages = tuple(
+        functools.partial(_stage, filters=w, stride=1 if i == 0 else 2, blocks=n, sync_bn=sync_bn)
+        for i, (w, n) in enumerate(zip(WIDTHS, BLOCKS[depth]))
+    )
+    return Backbone(f"resnet{depth}", functools.partial(_stem, sync_bn=sync_bn), stages)

@@ -1,0 +1,34 @@
+"""Test setup: quiet TensorFlow, two logical CPU devices (for MirroredStrategy tests), shared fixtures."""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Must run before TensorFlow initialises its devices, hence at import time of the first conftest.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+CIFAR10_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "cifar10-sample"
+
+
+@pytest.fixture
+def cifar10_sample() -> pathlib.Path:
+    """The shared folder of real CIFAR-10 images (never copied into the repo)."""
+    if not (CIFAR10_SAMPLE / "train").is_dir():
+        pytest.skip(f"real-image sample not found at {CIFAR10_SAMPLE}")
+    return CIFAR10_SAMPLE
+
+
+@pytest.fixture
+def mixed_float16():
+    """Runs a test under the mixed_float16 policy and restores float32 afterwards."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")

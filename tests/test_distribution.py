@@ -1,0 +1,41 @@
+"""MirroredStrategy on two logical CPU devices trains exactly like one device."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ffl_tf.ffl_model import build_ffl_model
+
+
+def train(strategy, initial_weights, images, labels):
+    with strategy.scope():
+        model = build_ffl_model(["resnet8", "resnet8"], 10, (16, 16, 3), shared_stages=1, sync_bn=True)
+        model.set_weights(initial_weights)
+        model.compile(
+            keras.optimizers.SGD(0.02, momentum=0.9, nesterov=True), steps_per_epoch=2, rampup_epochs=2.0
+        )
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    history = model.fit(dataset, epochs=2, verbose=0, shuffle=False)
+    evaluation = model.evaluate(dataset, verbose=0, return_dict=True)
+    return model.get_weights(), history.history, evaluation
+
+
+def test_two_replicas_match_one_device():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 16, 16, 3)).astype("uint8")
+    labels = rng.integers(0, 10, 32).astype("int32")
+    initial = build_ffl_model(["resnet8", "resnet8"], 10, (16, 16, 3), shared_stages=1, sync_bn=True).get_weights()
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    one_weights, one_history, one_eval = train(tf.distribute.get_strategy(), initial, images, labels)
+    two_weights, two_history, two_eval = train(mirrored, initial, images, labels)
+
+    moved = [np.abs(w1 - w0).max() for w0, w1 in zip(initial, one_weights)]
+    assert max(moved) > 1e-3  # training really changed the weights
+    for w1, w2 in zip(one_weights, two_weights):
+        np.testing.assert_allclose(w2, w1, rtol=1e-4, atol=1e-5)
+    for name, values in one_history.items():
+        np.testing.assert_allclose(two_history[name], values, rtol=1e-4, atol=1e-5, err_msg=name)
+    for name, value in one_eval.items():
+        np.testing.assert_allclose(two_eval[name], value, rtol=1e-4, atol=1e-5, err_msg=name)

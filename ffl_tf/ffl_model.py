@@ -47,6 +47,14 @@ class FFLModel(keras.Model):
         }
         self.accuracy_metrics["branch_mean"] = keras.metrics.Mean(name="acc_branch_mean")
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:
+        # Keras 3's version first reduces a distributed input batch across replicas, which fails under
+        # MultiWorkerMirroredStrategy (keras-team/keras#20585). A functional FFLModel is already built and
+        # has no compiled losses or metrics: only the optimizer's slots remain to be created.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self) -> list:
         # Listing them here makes fit()/evaluate() reset them at the start of every epoch.
@@ -106,7 +114,24 @@ class FFLModel(keras.Model):
             for name in self.branch_heads
         ]
         self.accuracy_metrics["branch_mean"].update_state(ops.mean(ops.stack(correct), axis=0))
-        return {m.name: m.result() for m in self.metrics}
+        # Every metric is a weighted mean: summing (total, count) over replicas gives every replica the
+        # global value, so logs are exact even with uneven batches and under multi-worker training.
+        metrics = self.metrics
+        totals = ops.stack([ops.cast(m.total, "float32") for m in metrics])
+        counts = ops.stack([ops.cast(m.count, "float32") for m in metrics])
+        totals, counts = tf.unstack(tf.distribute.get_replica_context().all_reduce("sum", ops.stack([totals, counts])))
+        results = ops.divide_no_nan(totals, counts)
+        if _is_multi_worker(tf.distribute.get_strategy()):
+            # Keras averages multi-worker step logs along axis 0, which scalars lack (keras-team/keras#20585).
+            results = results[:, None]
+        return {m.name: results[i] for i, m in enumerate(metrics)}
+
+
+def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True when replicas span several processes (workers), not just this process's devices."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+    )
 
 
 def build_ffl_model(

@@ -32,10 +32,12 @@ def test_two_replicas_match_one_device():
     two_weights, two_history, two_eval = train(mirrored, initial, images, labels)
 
     moved = [np.abs(w1 - w0).max() for w0, w1 in zip(initial, one_weights)]
-    assert max(moved) > 1e-3  # training really changed the weights
+    assert max(moved) > 1e-2  # training really changed the weights
+    # Tolerances allow for reduction order (all-reduce vs one batch); a gradient scaled by the number of
+    # replicas, or BN statistics of half batches, differs by 1e-2 and more.
     for w1, w2 in zip(one_weights, two_weights):
-        np.testing.assert_allclose(w2, w1, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(w2, w1, rtol=1e-3, atol=5e-4)
     for name, values in one_history.items():
-        np.testing.assert_allclose(two_history[name], values, rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(two_history[name], values, rtol=1e-3, atol=1e-4, err_msg=name)
     for name, value in one_eval.items():
-        np.testing.assert_allclose(two_eval[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(two_eval[name], value, rtol=1e-3, atol=1e-4, err_msg=name)

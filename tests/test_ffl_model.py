@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ffl_tf import losses
+from ffl_tf import data, losses
 from ffl_tf.ffl_model import build_ffl_model, head_model, parameter_counts
 
 
@@ -138,8 +138,6 @@ def test_mixed_precision_scales_the_loss_and_keeps_float32_logits(mixed_float16)
 
 
 def test_training_on_real_images_lowers_the_loss(cifar10_sample):
-    from ffl_tf import data
-
     train, _, info = data.load("image_folder", data_dir=str(cifar10_sample), batch_size=64, eval_batch_size=64)
     model = build_ffl_model(
         ["resnet20"] * 2, info.num_classes, info.image_shape, shared_stages=2, mean=info.mean, std=info.std

@@ -1,0 +1,225 @@
+"""The training CLI end to end: flags, data, results, resume, divergence, multi-worker."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from absl.testing import flagsaver
+
+from ffl_tf import checkpoint, run_dir, train
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Tiny, fast settings shared by the runs below.
+TINY = ["--backbones=resnet8,resnet8", "--shared_stages=1", "--eval_batch_size=64", "--rampup_epochs=1",
+        "--lr_decay_epochs=100"]
+
+
+def cli_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    return {**env, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ffl_tf.train", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=timeout, env=cli_env(),
+    )
+
+
+def digits_args(tmp_path: pathlib.Path, model_dir: pathlib.Path, *extra: str) -> list[str]:
+    return ["--dataset=digits", f"--data_dir={tmp_path / 'tfds'}", f"--model_dir={model_dir}", "--batch_size=32",
+            "--steps_per_epoch=5", *TINY, *extra]
+
+
+def read_json(path: pathlib.Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_help_lists_flags_with_defaults():
+    result = run_cli("--help")  # absl exits with status 1 after printing help
+    for text in ("--backbones", "resnet32,resnet32", "--rampup_epochs", "80.0", "--strategy", "multi_worker",
+                 "--mixed_precision", "--model_dir", "--steps_per_epoch"):
+        assert text in result.stdout, text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backbones=resnet33,resnet32"], "--backbones: unknown ['resnet33']"),
+        (["--backbones=resnet32,wrn16_2", "--shared_stages=1"], "cannot share stages"),
+        (["--shared_stages=3"], "shared_stages=3 is too large for resnet32"),
+        (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
+        (["--lr_decay_epochs=150,100"], "must be positive and increasing"),
+        (["--dataset=image_folder"], "--dataset=image_folder needs --data_dir"),
+        (["--dataset=cifar10", "--data_dir=/no/such/dir"], "--data_dir=/no/such/dir is not a directory"),
+        (["--strategy=multi_worker"], "needs the TF_CONFIG environment variable"),
+        (["--dataset=mnist"], "--dataset"),
+    ],
+)
+def test_bad_flags_fail_fast_with_a_clear_message(args, message):
+    result = run_cli(*args, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_dataset_fails_within_seconds(tmp_path):
+    start = time.monotonic()
+    result = run_cli("--dataset=cifar10", f"--data_dir={tmp_path}", f"--model_dir={tmp_path / 'run'}", timeout=60)
+    assert result.returncode != 0
+    assert time.monotonic() - start < 45
+    assert "cifar10" in result.stderr and "--data_dir" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # no work started
+
+
+def test_cifar10_through_tfds_mock_data(tmp_path):
+    """The real tfds.load path with generated examples, in-process (mock_data patches tfds here)."""
+    model_dir = tmp_path / "run"
+    argv = ["train", "--dataset=cifar10", f"--model_dir={model_dir}", "--epochs=2", "--steps_per_epoch=2",
+            "--batch_size=16", *TINY, "--verbose=0"]
+    with tfds.testing.mock_data(num_examples=48), flagsaver.flagsaver():
+        train.FLAGS(argv)
+        train.main(argv[:1])
+    results = read_json(model_dir / run_dir.RESULTS)
+    assert set(results["accuracy"]) == {"branch_0", "branch_1", "branch_mean", "ensemble", "fused"}
+    assert all(0.0 <= v <= 1.0 for v in results["accuracy"].values())
+    assert results["steps"] == 4
+    config = read_json(model_dir / run_dir.CONFIG)
+    assert config["model"]["image_shape"] == [32, 32, 3] and config["model"]["num_classes"] == 10
+
+
+def test_image_folder_run_leaves_a_complete_run_directory(tmp_path, cifar10_sample):
+    model_dir = tmp_path / "run"
+    result = run_cli("--dataset=image_folder", f"--data_dir={cifar10_sample}", f"--model_dir={model_dir}",
+                     "--epochs=2", "--steps_per_epoch=4", "--batch_size=32", *TINY, "--verbose=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = read_json(model_dir / run_dir.RESULTS)
+    counts = results["trainable_parameters"]
+    assert counts["total"] == counts["branches"] + counts["fusion"] and counts["fusion"] > 0
+    assert results["eval_examples"] == 1017  # 20% of 5085, held out with the seed
+    assert results["throughput"]["train_images_per_second"] > 0
+    assert "fused" in result.stdout and "branch_mean" in result.stdout  # the printed table
+    flags_text = (model_dir / run_dir.FLAGS_FILE).read_text()
+    assert "--backbones=resnet8,resnet8" in flags_text and "--epochs=2" in flags_text
+    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == 2
+    assert any((model_dir / run_dir.LOGS).rglob("events.out.tfevents.*"))
+    model, _ = run_dir.load_trained_model(str(model_dir))
+    assert model.get_layer("branch_0") is not None
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    model_dir = tmp_path / "run"
+    args = digits_args(tmp_path, model_dir, "--epochs=4", "--verbose=2")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ffl_tf.train", *args], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=cli_env(),
+    )
+    ckpt_dir = str(model_dir / run_dir.CHECKPOINTS)
+    deadline = time.monotonic() + 240
+    while checkpoint.latest(ckpt_dir) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = checkpoint.latest(ckpt_dir)
+    assert killed_at is not None and killed_at[0] < 4, "the run was not killed mid-training"
+
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming from {killed_at[1]} (epoch {killed_at[0]}, step {killed_at[0] * 5})" in result.stderr
+    assert read_json(model_dir / run_dir.RESULTS)["steps"] == 4 * 5  # continued, not restarted
+    epochs = [line.split(",")[0] for line in (model_dir / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1", "2", "3"][: len(epochs)] and epochs[-1] == "3"
+
+
+def test_rerunning_a_finished_run_only_evaluates(tmp_path):
+    model_dir = tmp_path / "run"
+    args = digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")
+    assert run_cli(*args).returncode == 0
+    first = read_json(model_dir / run_dir.RESULTS)
+    again = run_cli(*args)
+    assert again.returncode == 0
+    assert read_json(model_dir / run_dir.RESULTS)["accuracy"] == first["accuracy"]
+
+
+def test_resuming_with_another_model_is_refused(tmp_path):
+    model_dir = tmp_path / "run"
+    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")).returncode == 0
+    result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--backbones=resnet14,resnet14"))
+    assert result.returncode != 0
+    assert "holds a run with a different model" in result.stderr and "resnet14" in result.stderr
+
+
+def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    model_dir = tmp_path / "run"
+    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")).returncode == 0
+    good = (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").read_bytes()
+    result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=3", "--learning_rate=1e30", "--verbose=0"))
+    assert result.returncode != 0
+    assert "the training loss became nan" in result.stderr.lower() or "inf" in result.stderr
+    assert "epoch-0001.weights.h5" in result.stderr and "Traceback" not in result.stderr
+    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == 1
+    assert (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").read_bytes() == good
+
+
+WORKER_SCRIPT = """
+import json, os, sys
+import numpy as np
+from absl import flags
+from ffl_tf import train
+flags.FLAGS(["train"] + sys.argv[1:])
+strategy = train.make_strategy("multi_worker")
+info = train.data.dataset_info("digits", data_dir=flags.FLAGS.data_dir)
+config = train.config_from_flags(info)
+model_dir = flags.FLAGS.model_dir
+if train.is_chief(strategy):
+    train.prepare_model_dir(model_dir)
+model, results = train.train(config, model_dir, strategy, verbose=0)
+task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+np.savez(os.path.join(os.environ["WEIGHTS_DIR"], f"worker{task}.npz"), *model.get_weights())
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_local_workers_train_identical_weights(tmp_path):
+    # Prepare the dataset once so the two workers do not race to build it.
+    from ffl_tf import data
+
+    data.dataset_info("digits", data_dir=str(tmp_path / "tfds"))
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    # Synchronised BN makes the moving statistics global too, so every weight is identical.
+    args = digits_args(tmp_path, tmp_path / "run", "--epochs=2", "--strategy=multi_worker", "--sync_batchnorm")
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+            env=cli_env(WEIGHTS_DIR=str(tmp_path),
+                        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        )
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=400)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    chief, other = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
+    assert len(chief.files) > 10
+    for key in chief.files:
+        np.testing.assert_array_equal(chief[key], other[key])
+    assert read_json(tmp_path / "run" / run_dir.RESULTS)["steps"] == 10
+    assert checkpoint.latest(str(tmp_path / "run" / run_dir.CHECKPOINTS))[0] == 2

@@ -74,6 +74,7 @@ class FFLModel(keras.Model):
             temperature=self.temperature,
             kd_weight=kd_weight,
         )
+        # Split at trace time (not stored: Keras would track stored variables as the model's own weights).
         fusion_vars = self.get_layer("fusion").trainable_variables
         fusion_ids = {id(v) for v in fusion_vars}
         branch_vars = [v for v in self.trainable_variables if id(v) not in fusion_ids]
@@ -119,7 +120,8 @@ class FFLModel(keras.Model):
         metrics = self.metrics
         totals = ops.stack([ops.cast(m.total, "float32") for m in metrics])
         counts = ops.stack([ops.cast(m.count, "float32") for m in metrics])
-        totals, counts = tf.unstack(tf.distribute.get_replica_context().all_reduce("sum", ops.stack([totals, counts])))
+        replica = tf.distribute.get_replica_context()
+        totals, counts = tf.unstack(replica.all_reduce("sum", ops.stack([totals, counts])))
         results = ops.divide_no_nan(totals, counts)
         if _is_multi_worker(tf.distribute.get_strategy()):
             # Keras averages multi-worker step logs along axis 0, which scalars lack (keras-team/keras#20585).

@@ -28,6 +28,8 @@ def atomic_path(path: str, *, is_dir: bool = False) -> Iterator[str]:
         if not is_dir:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+        # mkstemp/mkdtemp create owner-only entries; give the result the usual permissions instead.
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.isdir(tmp):
@@ -46,3 +48,9 @@ def write_json(path: str, value: Any) -> None:
 def write_text(path: str, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -29,7 +29,7 @@ def build_fusion(
     maps = [_pool_to(x, height, width, name=f"pool_{k}") for k, x in enumerate(inputs)]
     x = keras.layers.Concatenate(name="concat")(maps)
     x = keras.layers.DepthwiseConv2D(
-        3, padding="same", use_bias=False, depthwise_initializer=layers.CONV_INIT, name="depthwise"
+        3, padding="same", use_bias=False, depthwise_initializer=layers.conv_init(), name="depthwise"
     )(x)
     x = layers.batch_norm(sync=sync_bn, name="depthwise_bn")(x)
     x = layers.relu("depthwise_relu")(x)

@@ -42,3 +42,13 @@ def test_directory_appears_whole_or_not_at_all(tmp_path):
 def test_write_text_creates_parent_directories(tmp_path):
     atomic.write_text(str(tmp_path / "a" / "flags.txt"), "--epochs=1\n")
     assert (tmp_path / "a" / "flags.txt").read_text() == "--epochs=1\n"
+
+
+def test_results_get_the_usual_permissions(tmp_path):
+    atomic.write_text(str(tmp_path / "flags.txt"), "")
+    with atomic.atomic_path(str(tmp_path / "1"), is_dir=True):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "flags.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "1").stat().st_mode & 0o777 == 0o777 & ~mask

@@ -52,3 +52,12 @@ def test_heterogeneous_branches(backbones, feature_shapes):
 def test_impossible_layouts_fail_clearly(backbones, shared_stages, message):
     with pytest.raises(ValueError, match=message):
         validate_branches(backbones, shared_stages)
+
+
+def test_branches_start_from_different_weights():
+    model, _ = build(["resnet20"] * 2, 2)
+    kernel = lambda k: model.get_layer(f"branch_{k}").get_layer("stage3_block1_1_conv").kernel.numpy()  # noqa: E731
+    assert not (kernel(0) == kernel(1)).any()
+    block = model.get_layer("branch_0")
+    same_block = block.get_layer("stage3_block1_1_conv").kernel.numpy()
+    assert not (same_block == block.get_layer("stage3_block2_1_conv").kernel.numpy()).any()

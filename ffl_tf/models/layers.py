@@ -2,10 +2,13 @@
 
 import keras
 
-# kaiming_normal_(mode="fan_out", nonlinearity="relu"), as the official PyTorch ResNets initialise convs.
-CONV_INIT = keras.initializers.VarianceScaling(
-    scale=2.0, mode="fan_out", distribution="untruncated_normal"
-)
+def conv_init() -> keras.initializers.Initializer:
+    """kaiming_normal_(mode="fan_out", nonlinearity="relu"), as the official PyTorch ResNets initialise convs.
+
+    A fresh instance per layer: an unseeded Keras initializer repeats its values on every call, which
+    would start every same-shaped conv (in every branch) from identical kernels.
+    """
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 def conv(filters: int, kernel_size: int, stride: int = 1, *, name: str) -> keras.layers.Conv2D:
@@ -16,7 +19,7 @@ def conv(filters: int, kernel_size: int, stride: int = 1, *, name: str) -> keras
         strides=stride,
         padding="same",
         use_bias=False,
-        kernel_initializer=CONV_INIT,
+        kernel_initializer=conv_init(),
         name=name,
     )
 

@@ -40,7 +40,7 @@ def inverted_residual(x, expansion: int, filters: int, stride: int, *, sync_bn: 
         y = layers.conv_bn(y, x.shape[-1] * expansion, 1, sync_bn=sync_bn, name=f"{name}_expand")
         y = layers.relu(f"{name}_expand_relu", 6.0)(y)
     y = keras.layers.DepthwiseConv2D(
-        3, stride, padding="same", use_bias=False, depthwise_initializer=layers.CONV_INIT,
+        3, stride, padding="same", use_bias=False, depthwise_initializer=layers.conv_init(),
         name=f"{name}_dw_conv",
     )(y)
     y = layers.batch_norm(sync=sync_bn, name=f"{name}_dw_bn")(y)

@@ -18,7 +18,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CIFAR10_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "cifar10-sample"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cifar10_sample() -> pathlib.Path:
     """The shared folder of real CIFAR-10 images (never copied into the repo)."""
     if not (CIFAR10_SAMPLE / "train").is_dir():

@@ -1,0 +1,63 @@
+"""A small trained run directory (two resnet14 branches on the CIFAR-10 image sample) shared by the export tests.
+
+It is trained in-process for 150 steps, without the training CLI, to about 30% accuracy: enough above
+chance (10%) for int8 rounding to flip few predictions. It is written in the layout `ffl_tf.train`
+produces: config.json and checkpoints/epoch-0001.weights.h5.
+"""
+
+import dataclasses
+import pathlib
+
+import keras
+import pytest
+
+from ffl_tf import atomic, checkpoint, data, run_dir
+from ffl_tf.ffl_model import FFLModel
+
+TRAIN_STEPS = 150
+LEARNING_RATE = 0.02
+BATCH_SIZE = 32
+EVAL_BATCH_SIZE = 100
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    path: pathlib.Path
+    model: FFLModel  # the in-memory model whose weights were checkpointed
+    config: dict
+
+
+def run_config(info: data.DatasetInfo, dataset: dict) -> dict:
+    """A config.json as `ffl_tf.train` writes it, for resnet14 branches sharing the stem and stage 1."""
+    return {
+        "model": {
+            "backbones": ["resnet14", "resnet14"],
+            "num_classes": info.num_classes,
+            "image_shape": list(info.image_shape),
+            "shared_stages": 1,
+            "mean": list(info.mean),
+            "std": list(info.std),
+            "fusion_channels": None,
+            "sync_bn": False,
+        },
+        "dataset": dataset,
+        "class_names": list(info.class_names),
+        "training": {"batch_size": BATCH_SIZE, "eval_batch_size": EVAL_BATCH_SIZE, "seed": 0},
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, cifar10_sample) -> TrainedRun:
+    keras.utils.set_random_seed(0)
+    dataset = {"name": "image_folder", "data_dir": str(cifar10_sample), "image_size": None,
+               "validation_fraction": 0.2, "seed": 0}
+    train_ds, _, info = data.load(**dataset, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE, download=False)
+    config = run_config(info, dataset)
+    model = run_dir.build_model(config)
+    model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=0.9, nesterov=True), steps_per_epoch=TRAIN_STEPS,
+                  rampup_epochs=1.0)
+    model.fit(train_ds, steps_per_epoch=TRAIN_STEPS, epochs=1, verbose=0)
+    path = tmp_path_factory.mktemp("run")
+    atomic.write_json(str(path / run_dir.CONFIG), config)
+    checkpoint.save(model, str(path / run_dir.CHECKPOINTS), 1)
+    return TrainedRun(path, model, config)

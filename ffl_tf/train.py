@@ -301,6 +301,14 @@ def serialized_flags() -> str:
     return "".join(f"{flag.serialize()}\n" for flag in ours if flag.value is not None)
 
 
+def trim_history(path: str, initial_epoch: int) -> None:
+    """Drops history.csv rows of epochs a resumed run will redo (logged before a kill, never checkpointed)."""
+    lines = open(path).read().splitlines() if os.path.isfile(path) else []
+    if lines:
+        kept = [row for row in lines[1:] if int(row.split(",", 1)[0]) < initial_epoch]
+        atomic.write_text(path, "".join(f"{line}\n" for line in [lines[0], *kept]))
+
+
 def accuracy_table(accuracy: dict[str, float]) -> str:
     rows = [f"{'head':<12} {'accuracy':>8}"] + [f"{head:<12} {value:>8.4f}" for head, value in accuracy.items()]
     return "\n".join(rows)
@@ -359,20 +367,19 @@ def train(
         strategy.num_replicas_in_sync,
     )
     throughput = Throughput(train_cfg["batch_size"])
-    callbacks = [
-        StopOnNonFiniteLoss(),
-        throughput,
-        HeadlineProgbar(),
-        checkpoint.EpochCheckpoint(
-            ckpt_dir, epochs=train_cfg["epochs"], every=train_cfg["checkpoint_every"],
-            keep=train_cfg["keep_checkpoints"], is_chief=chief,
-        ),
-    ]
+    history = os.path.join(model_dir, "history.csv")
+    callbacks = [StopOnNonFiniteLoss(), throughput, HeadlineProgbar()]
     if chief:
+        trim_history(history, initial_epoch)
         callbacks += [
             keras.callbacks.TensorBoard(os.path.join(model_dir, run_dir.LOGS), write_graph=False),
-            keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=initial_epoch > 0),
+            keras.callbacks.CSVLogger(history, append=True),
         ]
+    # Last, so an epoch's logs are written before its checkpoint makes it count as done.
+    callbacks.append(checkpoint.EpochCheckpoint(
+        ckpt_dir, epochs=train_cfg["epochs"], every=train_cfg["checkpoint_every"],
+        keep=train_cfg["keep_checkpoints"], is_chief=chief,
+    ))
     if initial_epoch < train_cfg["epochs"]:
         try:
             model.fit(

@@ -137,7 +137,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert f"Resuming from {killed_at[1]} (epoch {killed_at[0]}, step {killed_at[0] * 5})" in result.stderr
     assert read_json(model_dir / run_dir.RESULTS)["steps"] == 4 * 5  # continued, not restarted
     epochs = [line.split(",")[0] for line in (model_dir / "history.csv").read_text().splitlines()[1:]]
-    assert epochs == ["0", "1", "2", "3"][: len(epochs)] and epochs[-1] == "3"
+    assert epochs == ["0", "1", "2", "3"]  # each epoch logged once, whatever the moment of the kill
 
 
 def test_rerunning_a_finished_run_only_evaluates(tmp_path):
@@ -223,3 +223,12 @@ def test_two_local_workers_train_identical_weights(tmp_path):
         np.testing.assert_array_equal(chief[key], other[key])
     assert read_json(tmp_path / "run" / run_dir.RESULTS)["steps"] == 10
     assert checkpoint.latest(str(tmp_path / "run" / run_dir.CHECKPOINTS))[0] == 2
+
+
+def test_trim_history_keeps_only_checkpointed_epochs(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,2.0\n1,1.5\n2,1.2\n")
+    train.trim_history(str(path), 2)
+    assert path.read_text() == "epoch,loss\n0,2.0\n1,1.5\n"
+    train.trim_history(str(tmp_path / "missing.csv"), 1)
+    assert not (tmp_path / "missing.csv").exists()

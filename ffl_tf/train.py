@@ -385,6 +385,7 @@ def train(
             model.fit(
                 train_ds, epochs=train_cfg["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                 validation_data=eval_ds, validation_freq=train_cfg["eval_every"], callbacks=callbacks,
+                shuffle=False,  # the pipeline shuffles, with the run's seed
                 verbose=verbose,
             )
         except NonFiniteLossError as error:

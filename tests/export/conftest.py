@@ -56,7 +56,7 @@ def trained_run(tmp_path_factory, cifar10_sample) -> TrainedRun:
     model = run_dir.build_model(config)
     model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=0.9, nesterov=True), steps_per_epoch=TRAIN_STEPS,
                   rampup_epochs=1.0)
-    model.fit(train_ds, steps_per_epoch=TRAIN_STEPS, epochs=1, verbose=0)
+    model.fit(train_ds, steps_per_epoch=TRAIN_STEPS, epochs=1, verbose=0, shuffle=False)
     path = tmp_path_factory.mktemp("run")
     atomic.write_json(str(path / run_dir.CONFIG), config)
     checkpoint.save(model, str(path / run_dir.CHECKPOINTS), 1)

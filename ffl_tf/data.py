@@ -4,9 +4,11 @@ Every dataset goes through tensorflow-datasets except `image_folder`. Pixels sta
 uint8 end to end: normalisation (`DatasetInfo.mean/std`) belongs to the model, so
 exported models take raw pixels.
 
-Augmentation randomness is stateless: each training element gets the seed
-`(seed, running_index)`, so a pipeline is reproducible for a given `seed` no matter
-how tf.data parallelises the map.
+The training stream is a pure function of `seed`: pass p over the data is shuffled
+with a seed drawn from `(seed, p)` and the i-th example of the stream is augmented
+with the stateless seed `(seed, i)`, however tf.data parallelises the map. So
+`load(..., start_step=s)` yields exactly the batches from batch s on, which is how a
+resumed run continues where it stopped instead of replaying the first batches.
 
 Offline behaviour: a tfds dataset counts as missing when `builder.as_dataset` cannot
 find it. Only then is it prepared: `digits` from scikit-learn (no network),
@@ -70,6 +72,8 @@ _EVAL_SPLIT_DIRS = ("test", "validation", "val")
 _MAX_DEFAULT_ASPECT = 4 / 3
 
 _PROBE_TIMEOUT_SECONDS = 3.0
+# A batch size larger than any dataset: batching by it gathers a whole (finite) split.
+_WHOLE_DATASET = 2**62
 
 
 class DatasetNotFoundError(Exception):
@@ -100,7 +104,10 @@ class _Source:
     train_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (x, seed [2]) -> uint8 image.
     eval_fn: Callable[[tf.Tensor], tf.Tensor]  # x -> uint8 image.
     cache: bool  # x is a small decoded image: keep it in RAM.
-    shuffle_buffer: int
+    # None: every pass over train is a seeded permutation of all of it (train is finite and cheap to
+    # re-read: cached images or file paths), so the stream can be resumed exactly. Otherwise the size of
+    # a shuffle buffer over a stream too large to permute (ImageNet's encoded JPEGs).
+    shuffle_buffer: int | None = None
 
 
 def dataset_info(
@@ -137,17 +144,21 @@ def load(
     image_size: int | None = None,
     validation_fraction: float = 0.2,
     download: bool = True,
+    start_step: int = 0,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
     """Returns (train, eval, info); elements are (uint8 [B, H, W, C], int32 [B]).
 
     train is shuffled with `seed`, augmented, repeated forever and batched with
-    drop_remainder; eval is neither augmented nor repeated and keeps its last partial
-    batch. `seed` also chooses the image_folder hold-out split.
+    drop_remainder, starting at its batch `start_step` (see the module docstring);
+    eval is neither augmented nor repeated and keeps its last partial batch. `seed`
+    also chooses the image_folder hold-out split.
     """
     if batch_size < 1 or eval_batch_size < 1:
         raise ValueError(
             f"batch_size={batch_size} and eval_batch_size={eval_batch_size} must both be >= 1."
         )
+    if start_step < 0:
+        raise ValueError(f"start_step={start_step} must be >= 0.")
     source = _source(
         name,
         data_dir=data_dir,
@@ -156,7 +167,7 @@ def load(
         seed=seed,
         download=download,
     )
-    train = _train_pipeline(source, batch_size=batch_size, seed=seed)
+    train = _train_pipeline(source, batch_size=batch_size, seed=seed, start_step=start_step)
     return train, _eval_pipeline(source, batch_size=eval_batch_size), source.info
 
 
@@ -271,18 +282,50 @@ def _identity(image):
 # --- Pipelines. ---
 
 
-def _train_pipeline(source: _Source, *, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Caches, shuffles, repeats, augments with per-element seeds (seed, index), batches."""
-    ds = source.train.cache() if source.cache else source.train
-    ds = ds.shuffle(source.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+def _train_pipeline(source: _Source, *, batch_size: int, seed: int, start_step: int) -> tf.data.Dataset:
+    """Caches, shuffles each pass, augments with per-element seeds (seed, index), batches.
+
+    Starts at batch `start_step` of the stream. Passes that are seeded permutations reach it
+    exactly by skipping cached images or file paths, which costs no decoding or augmentation.
+    ImageNet's buffered shuffle cannot be replayed (its order also depends on tfds's file
+    interleaving), so it starts fresh rather than read up to a whole pass of JPEGs to skip.
+    """
+    examples = source.train.cache() if source.cache else source.train
+    start = start_step * batch_size
+    if source.shuffle_buffer is None:
+        first_pass, offset = divmod(start, source.info.num_train)
+        ds = _permuted_passes(examples, seed, first_pass).skip(offset)
+    else:
+        ds = examples.shuffle(source.shuffle_buffer, seed=seed + start_step).repeat()
 
     def augment(index, example):
         x, label = example
         return source.train_fn(x, tf.stack([tf.constant(seed, tf.int64), index])), label
 
-    ds = ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.enumerate(start).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _permuted_passes(examples: tf.data.Dataset, seed: int, first_pass: int) -> tf.data.Dataset:
+    """Passes first_pass, first_pass + 1, ... over `examples`, pass p in the order seeded by (seed, p).
+
+    A pure function of (seed, p), unlike `Dataset.shuffle`, whose order depends on how many
+    passes the same iterator made before. Each pass gathers the dataset into one batch, the
+    same memory as a shuffle buffer holding all of it.
+    """
+    everything = examples.batch(_WHOLE_DATASET)
+
+    def one_pass(index):
+        def permute(x, label):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(label)[0]), seed=tf.stack([tf.constant(seed, tf.int64), index])
+            )
+            return tf.gather(x, order), tf.gather(label, order)
+
+        return everything.map(permute).unbatch()
+
+    return tf.data.Dataset.counter(first_pass).flat_map(one_pass)
 
 
 def _eval_pipeline(source: _Source, *, batch_size: int) -> tf.data.Dataset:
@@ -362,8 +405,7 @@ def _digits_source(data_dir, image_size) -> _Source:
     )
     # Digits are not mirror-symmetric: pad by one black pixel and shift, never flip.
     augment = functools.partial(pad_crop_flip, pad=1, pad_mode="CONSTANT", flip=False)
-    return _Source(info, train, eval_, augment, _identity, cache=True,
-                   shuffle_buffer=max(info.num_train, 1))
+    return _Source(info, train, eval_, augment, _identity, cache=True)
 
 
 def _prepare_digits(builder) -> None:
@@ -394,8 +436,7 @@ def _cifar_source(name, data_dir, image_size, download) -> _Source:
         class_names=CIFAR10_CLASSES if name == "cifar10" else tuple(labels.names),
     )
     augment = functools.partial(pad_crop_flip, pad=4, pad_mode="REFLECT")
-    return _Source(info, train, eval_, augment, _identity, cache=True,
-                   shuffle_buffer=max(info.num_train, 1))
+    return _Source(info, train, eval_, augment, _identity, cache=True)
 
 
 def _download_cifar(builder, *, download: bool) -> None:
@@ -624,16 +665,14 @@ def _image_folder_source(data_dir, image_size, validation_fraction, seed) -> _So
         train_ds = train_ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         eval_ds = eval_ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         augment = functools.partial(pad_crop_flip, pad=size // 8, pad_mode="REFLECT")
-        return _Source(info, train_ds, eval_ds, augment, _identity, cache=True,
-                       shuffle_buffer=len(train))
+        return _Source(info, train_ds, eval_ds, augment, _identity, cache=True)
     return _Source(
         info,
         train_ds,
         eval_ds,
         lambda path, seed: _inception_crop_flip(_decode_file(path), seed, size=size, jpeg=False),
         lambda path: center_crop(_decode_file(path), size=size),
-        cache=False,
-        shuffle_buffer=len(train),  # Shuffles paths, which are cheap to buffer.
+        cache=False,  # Each pass permutes the file paths, which are cheap to hold.
     )
 
 

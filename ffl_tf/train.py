@@ -77,7 +77,7 @@ flags.DEFINE_integer("checkpoint_every", 1, "Save a checkpoint every N epochs (a
 flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.", lower_bound=1)
 flags.DEFINE_integer("eval_every", 1, "Evaluate on the evaluation split every N epochs.", lower_bound=1)
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras fit verbosity: 1 = progress bar, "
-                  "2 = one line per epoch, auto = 1 in a terminal.")
+                  "2 = one line per epoch, auto = 1 in a terminal, else 2 (logs redirected to a file).")
 
 FLAGS = flags.FLAGS
 
@@ -323,14 +323,9 @@ def train(
     keras.utils.set_random_seed(train_cfg["seed"])
     keras.mixed_precision.set_global_policy(train_cfg["mixed_precision"])
 
-    train_ds, eval_ds, info = data.load(
-        data_cfg["name"], data_dir=data_cfg["data_dir"], batch_size=train_cfg["batch_size"],
-        eval_batch_size=train_cfg["eval_batch_size"], seed=data_cfg["seed"], image_size=data_cfg["image_size"],
-        validation_fraction=data_cfg["validation_fraction"], download=download,
-    )
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_ds, eval_ds = train_ds.with_options(options), eval_ds.with_options(options)
+    data_args = dict(data_dir=data_cfg["data_dir"], image_size=data_cfg["image_size"],
+                     validation_fraction=data_cfg["validation_fraction"], seed=data_cfg["seed"], download=download)
+    info = data.dataset_info(data_cfg["name"], **data_args)
     steps_per_epoch = max(1, info.num_train // train_cfg["batch_size"])
     if train_cfg["steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, train_cfg["steps_per_epoch"])
@@ -358,6 +353,15 @@ def train(
             initial_epoch = found[0]
             logging.info("Resuming from %s (epoch %d, step %d)", found[1], initial_epoch,
                          int(model.optimizer.iterations.numpy()))
+
+    # The training stream continues at the restored step, so a resumed run sees the batches it had not seen.
+    train_ds, eval_ds, _ = data.load(
+        data_cfg["name"], **data_args, batch_size=train_cfg["batch_size"],
+        eval_batch_size=train_cfg["eval_batch_size"], start_step=int(model.optimizer.iterations.numpy()),
+    )
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds, eval_ds = train_ds.with_options(options), eval_ds.with_options(options)
 
     counts = parameter_counts(model)
     logging.info(
@@ -432,7 +436,7 @@ def main(argv: list[str]) -> None:
             atomic.write_json(os.path.join(model_dir, run_dir.CONFIG), config)
             atomic.write_text(os.path.join(model_dir, run_dir.FLAGS_FILE), serialized_flags())
         logging.info("Run directory: %s", os.path.abspath(model_dir))
-        verbose = FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose)
+        verbose = (1 if sys.stdout.isatty() else 2) if FLAGS.verbose == "auto" else int(FLAGS.verbose)
         _, results = train(config, model_dir, strategy, download=FLAGS.download, verbose=verbose)
     except (data.DatasetNotFoundError, run_dir.RunError, NonFiniteLossError) as error:
         sys.exit(f"ffl_tf.train: error: {error}")

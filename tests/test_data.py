@@ -247,6 +247,25 @@ def test_train_pipeline_is_reproducible_per_seed(digits_dir):
     assert not np.array_equal(first_batches(5), first_batches(6))
 
 
+def test_train_stream_started_at_a_step_is_the_rest_of_the_uninterrupted_stream(digits_dir):
+    def batches(start_step, count, batch_size=500):
+        train, _, _ = data.load("digits", data_dir=digits_dir, batch_size=batch_size, eval_batch_size=32, seed=3,
+                                start_step=start_step)
+        return _batches(train, count)
+
+    stream = batches(0, 7)  # 1438 training examples: 7 batches of 500 span three passes over the data
+    for start_step in (1, 2, 5):  # in the first pass, straddling passes 0 and 1, in pass 2
+        for (images, labels), (expected_images, expected_labels) in zip(batches(start_step, 2), stream[start_step:]):
+            np.testing.assert_array_equal(images, expected_images)
+            np.testing.assert_array_equal(labels, expected_labels)
+    # Each pass is a fresh permutation of every example: two batches of 719 are one pass.
+    passes = [np.concatenate([labels for _, labels in batches(0, 4, batch_size=719)[i:i + 2]]) for i in (0, 2)]
+    _, all_labels = digits_dataset.load_sklearn_digits()
+    expected_counts = np.bincount(all_labels[digits_dataset.split_indices()["train"]], minlength=10)
+    assert all((np.bincount(labels, minlength=10) == expected_counts).all() for labels in passes)
+    assert not np.array_equal(*passes)
+
+
 # --- Missing data fails fast with the fix in the message. ---
 
 

@@ -52,11 +52,21 @@ def test_models_take_raw_uint8_pixels_and_return_float_logits(converted, mode):
     assert outputs["dtype"] == np.float32 and list(outputs["shape_signature"]) == [-1, 10]
 
 
-@pytest.mark.parametrize("mode", ["none", "float16"])
-def test_float_models_have_the_keras_top1_on_every_image(converted, trained_run, run_data, mode):
-    images = run_data[1][::10][:100]
-    np.testing.assert_array_equal(np.argmax(tflite_logits(converted[mode], images), axis=-1),
-                                  np.argmax(keras_logits(trained_run, images), axis=-1))
+# Largest difference from the Keras logits (which vary by about 1.3): measured 2e-6 for float32 and
+# 0.009 for float16 weights, on the whole evaluation split.
+@pytest.mark.parametrize("mode, logit_tolerance", [("none", 1e-4), ("float16", 0.02)])
+def test_float_models_have_the_keras_logits_and_top1_on_every_image(converted, trained_run, run_data, mode,
+                                                                    logit_tolerance):
+    images = run_data[1]
+    lite, keras = tflite_logits(converted[mode], images), keras_logits(trained_run, images)
+    np.testing.assert_allclose(lite, keras, atol=logit_tolerance)
+    # Top-1 is the same on every image whose decision is not a tie within that tolerance: rounding weights
+    # to float16 can flip a near-tie (one image in 1017 had a top-2 margin of 0.001), nothing else. (The
+    # argmax of the tolerance check above cannot differ elsewhere; this states it.)
+    top2 = np.sort(keras, axis=-1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > 2 * logit_tolerance
+    assert decided.mean() > 0.75  # most images: the check is not vacuous
+    np.testing.assert_array_equal(np.argmax(lite, -1)[decided], np.argmax(keras, -1)[decided])
 
 
 def test_dynamic_range_model_mostly_agrees_with_keras(converted, trained_run, run_data):

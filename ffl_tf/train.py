@@ -165,6 +165,14 @@ class Throughput(keras.callbacks.Callback):
                 logs["images_per_second"] = rate
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """Adds the learning rate of the epoch's last step to its logs, so TensorBoard and history.csv show it."""
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class HeadlineProgbar(keras.callbacks.ProgbarLogger):
     """Keras's progress bar with the headline numbers only; TensorBoard and history.csv get every metric."""
 
@@ -372,7 +380,7 @@ def train(
     )
     throughput = Throughput(train_cfg["batch_size"])
     history = os.path.join(model_dir, "history.csv")
-    callbacks = [StopOnNonFiniteLoss(), throughput, HeadlineProgbar()]
+    callbacks = [StopOnNonFiniteLoss(), throughput, LogLearningRate(), HeadlineProgbar()]
     if chief:
         trim_history(history, initial_epoch)
         callbacks += [

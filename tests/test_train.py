@@ -85,8 +85,10 @@ def test_missing_dataset_fails_within_seconds(tmp_path):
 def test_cifar10_through_tfds_mock_data(tmp_path):
     """The real tfds.load path with generated examples, in-process (mock_data patches tfds here)."""
     model_dir = tmp_path / "run"
+    # The learning rate scales with the batch (0.2 at 32 images -> 0.1 at 16) and decays x0.1 after epoch 1.
     argv = ["train", "--dataset=cifar10", f"--model_dir={model_dir}", "--epochs=2", "--steps_per_epoch=2",
-            "--batch_size=16", *TINY, "--verbose=0"]
+            "--batch_size=16", *TINY, "--learning_rate=0.2", "--lr_base_batch_size=32", "--lr_decay_epochs=1",
+            "--verbose=0"]
     with tfds.testing.mock_data(num_examples=48), flagsaver.flagsaver():
         train.FLAGS(argv)
         train.main(argv[:1])
@@ -96,6 +98,9 @@ def test_cifar10_through_tfds_mock_data(tmp_path):
     assert results["steps"] == 4
     config = read_json(model_dir / run_dir.CONFIG)
     assert config["model"]["image_shape"] == [32, 32, 3] and config["model"]["num_classes"] == 10
+    history = (model_dir / "history.csv").read_text().splitlines()
+    column = history[0].split(",").index("learning_rate")
+    assert [float(row.split(",")[column]) for row in history[1:]] == pytest.approx([0.1, 0.01])
 
 
 def test_image_folder_run_leaves_a_complete_run_directory(tmp_path, cifar10_sample):

@@ -176,7 +176,8 @@ class LogLearningRate(keras.callbacks.Callback):
 class HeadlineProgbar(keras.callbacks.ProgbarLogger):
     """Keras's progress bar with the headline numbers only; TensorBoard and history.csv get every metric."""
 
-    SHOWN = ("loss", "acc_branch_mean", "acc_ensemble", "acc_fused", "kd_weight", "images_per_second")
+    HEADS = ("loss", "acc_branch_mean", "acc_ensemble", "acc_fused")
+    SHOWN = (*HEADS, "kd_weight", "images_per_second", *(f"val_{name}" for name in HEADS))
 
     def _update_progbar(self, batch, logs=None) -> None:
         super()._update_progbar(batch, self._headline(logs))
@@ -185,7 +186,7 @@ class HeadlineProgbar(keras.callbacks.ProgbarLogger):
         super()._finalize_progbar(self._headline(logs))
 
     def _headline(self, logs):
-        return {k: v for k, v in (logs or {}).items() if k.removeprefix("val_") in self.SHOWN}
+        return {k: v for k, v in (logs or {}).items() if k in self.SHOWN}
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -31,7 +31,8 @@ def _stem(x, name: str, *, sync_bn: bool):
     return layers.relu(f"{name}_relu")(x)
 
 
-def _stage(x, name: str, *, filters: int, stride: int, blocks: int, sync_bn: bool):
+def resnet_stage(x, name: str, *, filters: int, stride: int, blocks: int, sync_bn: bool):
+    """`blocks` BasicBlocks; the first one has `stride` (shared by the CIFAR and ImageNet ResNets)."""
     for i in range(blocks):
         x = basic_block(x, filters, stride if i == 0 else 1, sync_bn=sync_bn, name=f"{name}_block{i}")
     return x
@@ -43,7 +44,7 @@ def cifar_resnet(depth: int, *, sync_bn: bool = False) -> Backbone:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110, ...), got {depth}.")
     blocks = (depth - 2) // 6
     stages = tuple(
-        functools.partial(_stage, filters=w, stride=1 if i == 0 else 2, blocks=blocks, sync_bn=sync_bn)
+        functools.partial(resnet_stage, filters=w, stride=1 if i == 0 else 2, blocks=blocks, sync_bn=sync_bn)
         for i, w in enumerate(WIDTHS)
     )
     return Backbone(f"resnet{depth}", functools.partial(_stem, sync_bn=sync_bn), stages)

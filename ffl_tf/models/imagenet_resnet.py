@@ -10,7 +10,7 @@ import keras
 
 from ffl_tf.models import layers
 from ffl_tf.models.backbone import Backbone
-from ffl_tf.models.cifar_resnet import basic_block
+from ffl_tf.models.cifar_resnet import resnet_stage
 
 WIDTHS = (64, 128, 256, 512)
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -22,18 +22,12 @@ def _stem(x, name: str, *, sync_bn: bool):
     return keras.layers.MaxPooling2D(3, 2, padding="same", name=f"{name}_pool")(x)
 
 
-def _stage(x, name: str, *, filters: int, stride: int, blocks: int, sync_bn: bool):
-    for i in range(blocks):
-        x = basic_block(x, filters, stride if i == 0 else 1, sync_bn=sync_bn, name=f"{name}_block{i}")
-    return x
-
-
 def imagenet_resnet(depth: int, *, sync_bn: bool = False) -> Backbone:
     """ResNet-18 or ResNet-34."""
     if depth not in BLOCKS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(BLOCKS)}, got {depth}.")
     stages = tuple(
-        functools.partial(_stage, filters=w, stride=1 if i == 0 else 2, blocks=n, sync_bn=sync_bn)
+        functools.partial(resnet_stage, filters=w, stride=1 if i == 0 else 2, blocks=n, sync_bn=sync_bn)
         for i, (w, n) in enumerate(zip(WIDTHS, BLOCKS[depth]))
     )
     return Backbone(f"resnet{depth}", functools.partial(_stem, sync_bn=sync_bn), stages)

@@ -4,11 +4,13 @@ Every dataset goes through tensorflow-datasets except `image_folder`. Pixels sta
 uint8 end to end: normalisation (`DatasetInfo.mean/std`) belongs to the model, so
 exported models take raw pixels.
 
-The training stream is a pure function of `seed`: pass p over the data is shuffled
-with a seed drawn from `(seed, p)` and the i-th example of the stream is augmented
+The training stream is a pure function of `seed`: pass p over the data is a
+permutation seeded by `(seed, p)` and the i-th example of the stream is augmented
 with the stateless seed `(seed, i)`, however tf.data parallelises the map. So
 `load(..., start_step=s)` yields exactly the batches from batch s on, which is how a
 resumed run continues where it stopped instead of replaying the first batches.
+(ImageNet, too large to permute in memory, goes through a shuffle buffer instead and
+starts a fresh shuffle when resumed.)
 
 Offline behaviour: a tfds dataset counts as missing when `builder.as_dataset` cannot
 find it. Only then is it prepared: `digits` from scikit-learn (no network),
@@ -311,8 +313,9 @@ def _permuted_passes(examples: tf.data.Dataset, seed: int, first_pass: int) -> t
     """Passes first_pass, first_pass + 1, ... over `examples`, pass p in the order seeded by (seed, p).
 
     A pure function of (seed, p), unlike `Dataset.shuffle`, whose order depends on how many
-    passes the same iterator made before. Each pass gathers the dataset into one batch, the
-    same memory as a shuffle buffer holding all of it.
+    passes the same iterator made before. Each pass gathers the dataset into one batch and
+    permutes it: the memory of a shuffle buffer holding all of it (twice while permuting).
+    For 50,000 CIFAR images a pass takes about 0.7 s of one core, overlapped with training.
     """
     everything = examples.batch(_WHOLE_DATASET)
 

@@ -10,6 +10,7 @@ from keras import ops
 from ffl_tf import losses
 from ffl_tf.branches import build_branches
 from ffl_tf.fusion import build_fusion
+from ffl_tf.loss_scaling import ReplicaConsistentLossScaleOptimizer
 
 
 class FFLModel(keras.Model):
@@ -31,6 +32,10 @@ class FFLModel(keras.Model):
         **kwargs,
     ) -> None:
         """`steps_per_epoch` turns the optimizer's step count into the (fractional) epoch of the ramp-up."""
+        optimizer = keras.optimizers.get(optimizer)
+        if self.dtype_policy.name == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            # Instead of Keras's own wrapper, whose overflow check looks at one replica only.
+            optimizer = ReplicaConsistentLossScaleOptimizer(optimizer, name="loss_scale_optimizer")
         super().compile(optimizer=optimizer, **kwargs)
         self.steps_per_epoch = steps_per_epoch
         self.temperature = temperature
@@ -106,6 +111,8 @@ class FFLModel(keras.Model):
         """Accumulates per-replica values weighted by batch size, so results are the global mean."""
         batch = ops.shape(labels)[0]
         for name, value in {"loss": loss, **parts}.items():
+            # A replica's share of a final partial batch can be empty: its mean is NaN, and NaN * 0 is NaN.
+            value = ops.where(batch > 0, value, 0.0)
             self.loss_metrics[name].update_state(value, sample_weight=batch)
         for name, metric in self.accuracy_metrics.items():
             if name != "branch_mean":

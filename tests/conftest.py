@@ -26,6 +26,17 @@ def cifar10_sample() -> pathlib.Path:
     return CIFAR10_SAMPLE
 
 
+@pytest.fixture(scope="session")
+def two_cpu_replicas() -> tf.distribute.MirroredStrategy:
+    """MirroredStrategy over the two logical CPUs, one for the whole session.
+
+    Every MirroredStrategy over the same devices numbers its collectives from the same instance key, so
+    a second strategy whose all-reduces have other shapes than the first one's fails ("Shape mismatch in
+    the collective instance 100") and aborts collectives for the rest of the process. Tests share one.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 @pytest.fixture
 def mixed_float16():
     """Runs a test under the mixed_float16 policy and restores float32 afterwards."""

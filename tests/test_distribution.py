@@ -7,7 +7,7 @@ import tensorflow as tf
 from ffl_tf.ffl_model import build_ffl_model
 
 
-def train(strategy, initial_weights, images, labels):
+def train(strategy, initial_weights, images, labels, eval_dataset):
     with strategy.scope():
         model = build_ffl_model(["resnet8", "resnet8"], 10, (16, 16, 3), shared_stages=1, sync_bn=True)
         model.set_weights(initial_weights)
@@ -16,11 +16,11 @@ def train(strategy, initial_weights, images, labels):
         )
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
     history = model.fit(dataset, epochs=2, verbose=0, shuffle=False)
-    evaluation = model.evaluate(dataset, verbose=0, return_dict=True)
+    evaluation = model.evaluate(eval_dataset, verbose=0, return_dict=True)
     return model.get_weights(), history.history, evaluation
 
 
-def test_two_replicas_match_one_device():
+def test_two_replicas_match_one_device(two_cpu_replicas):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     # Two epochs of one step: momentum and per-epoch metrics are exercised, while float rounding (summing
@@ -29,10 +29,14 @@ def test_two_replicas_match_one_device():
     labels = rng.integers(0, 10, 16).astype("int32")
     initial = build_ffl_model(["resnet8", "resnet8"], 10, (16, 16, 3), shared_stages=1, sync_bn=True).get_weights()
 
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    assert mirrored.num_replicas_in_sync == 2
-    one_weights, one_history, one_eval = train(tf.distribute.get_strategy(), initial, images, labels)
-    two_weights, two_history, two_eval = train(mirrored, initial, images, labels)
+    # Evaluation on 17 images in batches of 16: the second replica's share of the last batch is empty.
+    eval_dataset = tf.data.Dataset.from_tensor_slices(
+        (rng.integers(0, 256, (17, 16, 16, 3)).astype("uint8"), rng.integers(0, 10, 17).astype("int32"))
+    ).batch(16)
+
+    assert two_cpu_replicas.num_replicas_in_sync == 2
+    one_weights, one_history, one_eval = train(tf.distribute.get_strategy(), initial, images, labels, eval_dataset)
+    two_weights, two_history, two_eval = train(two_cpu_replicas, initial, images, labels, eval_dataset)
 
     # Compare what training changed: two replicas must reproduce the one-device update up to reduction
     # order (measured ~1e-6 relative). Gradients not divided by the number of replicas, or BN statistics
@@ -45,5 +49,6 @@ def test_two_replicas_match_one_device():
         assert error <= 1e-2 * update + 1e-6
     for name, values in one_history.items():
         np.testing.assert_allclose(two_history[name], values, rtol=1e-3, atol=1e-4, err_msg=name)
+    assert all(np.isfinite(value) for value in two_eval.values())
     for name, value in one_eval.items():
         np.testing.assert_allclose(two_eval[name], value, rtol=1e-3, atol=1e-4, err_msg=name)

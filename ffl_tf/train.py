@@ -131,13 +131,28 @@ class NonFiniteLossError(RuntimeError):
     """Training diverged; raised from inside fit() so no checkpoint of the diverged weights is written."""
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops at the first NaN/Inf loss, before the epoch ends and its checkpoint would be saved."""
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops at the first NaN/Inf loss, or at an epoch's end with NaN/Inf weights, before its checkpoint.
+
+    A step's loss is computed before its update, so the update of an epoch's last step can break the
+    weights with every logged loss finite: the weights themselves are checked before they are saved.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            raise NonFiniteLossError(f"the training loss became {loss} at step {batch + 1} of the epoch")
+            raise NonFiniteLossError(f"the training loss became {loss} at step {batch + 1} of epoch {self.epoch}")
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        broken = [w.path for w in self.model.trainable_weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+        if broken:
+            raise NonFiniteLossError(
+                f"the weights became NaN/Inf in the last step of epoch {self.epoch} ({len(broken)} variables, "
+                f"e.g. {broken[0]})"
+            )
 
 
 class Throughput(keras.callbacks.Callback):
@@ -381,7 +396,7 @@ def train(
     )
     throughput = Throughput(train_cfg["batch_size"])
     history = os.path.join(model_dir, "history.csv")
-    callbacks = [StopOnNonFiniteLoss(), throughput, LogLearningRate(), HeadlineProgbar()]
+    callbacks = [StopOnNonFinite(), throughput, LogLearningRate(), HeadlineProgbar()]
     if chief:
         trim_history(history, initial_epoch)
         callbacks += [
@@ -405,9 +420,9 @@ def train(
             last = checkpoint.latest(ckpt_dir)
             kept = f"the last good checkpoint is {last[1]}" if last else "no checkpoint had been written yet"
             raise NonFiniteLossError(
-                f"Training stopped: {error} (epoch {model.optimizer.iterations.numpy() // steps_per_epoch + 1}); "
-                f"{kept}. Lower --learning_rate, check the data, or use --mixed_precision=float32, then rerun "
-                "to resume from that checkpoint."
+                f"Training stopped: {error}; {kept}. Lower --learning_rate or check the data, then rerun to "
+                "resume from that checkpoint (or train from scratch with --mixed_precision=float32 in a new "
+                "--model_dir)."
             ) from None
 
     evaluation = model.evaluate(eval_ds, return_dict=True, verbose=0)

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -183,14 +184,23 @@ def test_resuming_with_another_model_is_refused(tmp_path):
     assert "holds a run with a different model" in result.stderr and "resnet14" in result.stderr
 
 
-def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("steps_per_epoch, learning_rate, message", [
+    (5, "1e30", r"the training loss became (nan|inf) at step \d of epoch 2"),
+    # One step per epoch whose update makes the weights infinite: its logged loss (computed before the
+    # update) is finite, and the epoch ends right after it.
+    (1, "inf", r"the weights became NaN/Inf in the last step of epoch 2"),
+])
+def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, steps_per_epoch, learning_rate, message):
     model_dir = tmp_path / "run"
-    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")).returncode == 0
+    args = lambda *extra: digits_args(tmp_path, model_dir, f"--steps_per_epoch={steps_per_epoch}", "--verbose=0",  # noqa: E731
+                                      *extra)
+    assert run_cli(*args("--epochs=1")).returncode == 0
     good = (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").read_bytes()
-    result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=3", "--learning_rate=1e30", "--verbose=0"))
+    result = run_cli(*args("--epochs=3", f"--learning_rate={learning_rate}"))
     assert result.returncode != 0
-    assert "the training loss became nan" in result.stderr.lower() or "inf" in result.stderr
-    assert "epoch-0001.weights.h5" in result.stderr and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr, re.IGNORECASE), result.stderr[-2000:]
+    assert "the last good checkpoint is" in result.stderr and "epoch-0001.weights.h5" in result.stderr
+    assert "Traceback" not in result.stderr
     assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == 1
     assert (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").read_bytes() == good
 

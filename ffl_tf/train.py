@@ -286,15 +286,21 @@ def config_from_flags(info: data.DatasetInfo) -> dict:
     }
 
 
+# Training flags a checkpoint can only continue under: they fix what its step count means (images per step,
+# steps per epoch: the learning-rate schedule, ramp-up and data position) and, for mixed_float16, which
+# variables its optimizer has. The other training flags (epochs, learning rate, ...) may change on resume.
+FIXED_ON_RESUME = ("batch_size", "steps_per_epoch", "mixed_precision")
+
+
 def check_resumable(model_dir: str, config: dict) -> None:
-    """Refuses to resume a run whose model or data differ from this command's; training flags may change."""
+    """Refuses to resume a run whose model, data or FIXED_ON_RESUME flags differ from this command's."""
     if not os.path.isfile(os.path.join(model_dir, run_dir.CONFIG)):
         return
     previous = run_dir.read_config(model_dir)
-    for section in ("model", "dataset"):
-        changed = {
-            k: (previous[section].get(k), v) for k, v in config[section].items() if previous[section].get(k) != v
-        }
+    fixed = {section: (previous[section], config[section]) for section in ("model", "dataset")}
+    fixed["training setup"] = tuple({k: c["training"].get(k) for k in FIXED_ON_RESUME} for c in (previous, config))
+    for section, (old_values, new_values) in fixed.items():
+        changed = {k: (old_values.get(k), v) for k, v in new_values.items() if old_values.get(k) != v}
         if changed:
             details = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in changed.items())
             raise run_dir.RunError(
@@ -375,13 +381,19 @@ def train(
         if found:
             checkpoint.restore(model, found[1])
             initial_epoch = found[0]
+            if int(model.optimizer.iterations.numpy()) == 0:  # Keras skips optimizer state that does not fit
+                raise run_dir.RunError(
+                    f"{found[1]} holds no optimizer state this model can use (its step counter is 0 after "
+                    f"epoch {initial_epoch}): it was written by another setup. Use a new --model_dir."
+                )
             logging.info("Resuming from %s (epoch %d, step %d)", found[1], initial_epoch,
                          int(model.optimizer.iterations.numpy()))
 
-    # The training stream continues at the restored step, so a resumed run sees the batches it had not seen.
+    # The training stream continues after the batches fit consumed in the epochs done (the optimizer's
+    # counter lags that when mixed_float16 skipped steps), so a resumed run sees the batches it had not seen.
     train_ds, eval_ds, _ = data.load(
         data_cfg["name"], **data_args, batch_size=train_cfg["batch_size"],
-        eval_batch_size=train_cfg["eval_batch_size"], start_step=int(model.optimizer.iterations.numpy()),
+        eval_batch_size=train_cfg["eval_batch_size"], start_step=initial_epoch * steps_per_epoch,
     )
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -117,6 +117,9 @@ def test_imagenet_under_mock_data(tmp_path):
         assert train.element_spec[0] == tf.TensorSpec((2, 224, 224, 3), tf.uint8)
         assert [x.shape for x, _ in _batches(train, 3)] == [(2, 224, 224, 3)] * 3
         assert [x.shape for x, _ in _batches(eval_)] == [(4, 224, 224, 3), (1, 224, 224, 3)]
+        resumed, _, _ = data.load("imagenet2012", data_dir=str(tmp_path), batch_size=2, eval_batch_size=4,
+                                  start_step=3)  # a fresh shuffle, not a replay: it only has to run
+        assert [x.shape for x, _ in _batches(resumed, 2)] == [(2, 224, 224, 3)] * 2
 
 
 # --- Real images: the shared CIFAR-10 sample as an image folder. ---

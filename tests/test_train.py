@@ -176,12 +176,20 @@ def test_rerunning_a_finished_run_only_evaluates(tmp_path):
     assert read_json(model_dir / run_dir.RESULTS)["accuracy"] == first["accuracy"]
 
 
-def test_resuming_with_another_model_is_refused(tmp_path):
+def test_resuming_with_another_model_or_step_layout_is_refused(tmp_path):
     model_dir = tmp_path / "run"
     assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")).returncode == 0
-    result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--backbones=resnet14,resnet14"))
-    assert result.returncode != 0
-    assert "holds a run with a different model" in result.stderr and "resnet14" in result.stderr
+    for flag, message in [
+        ("--backbones=resnet14,resnet14", "holds a run with a different model (backbones: ['resnet8', 'resnet8'] -> "
+                                          "['resnet14', 'resnet14'])"),
+        # The checkpoint's step count would mean other images per step, and mixed_float16 adds loss-scaling
+        # variables to the optimizer state.
+        ("--batch_size=16", "holds a run with a different training setup (batch_size: 32 -> 16)"),
+        ("--mixed_precision=mixed_float16", "different training setup (mixed_precision: float32 -> mixed_float16)"),
+    ]:
+        result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", flag))
+        assert result.returncode != 0 and message in result.stderr, (flag, result.stderr[-2000:])
+    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == 1
 
 
 @pytest.mark.parametrize("steps_per_epoch, learning_rate, message", [

@@ -19,18 +19,17 @@ figure is the median over all rounds. Both runtimes use `--num_threads` threads.
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from ai_edge_litert.interpreter import Interpreter
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
-
-from export import tflite  # noqa: E402
-from ffl_tf.ffl_model import build_ffl_model, head_model  # noqa: E402
+from export import tflite
+from ffl_tf.methods.ffl import build_ffl_model
+from ffl_tf.model import head_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backbones", ["resnet32", "resnet32"], "One backbone per branch.")

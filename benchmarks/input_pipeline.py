@@ -14,15 +14,14 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import app, flags
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from ffl_tf import data  # noqa: E402
-from ffl_tf.ffl_model import build_ffl_model  # noqa: E402
+from benchmarks.common import compile_ffl
+from ffl_tf import data
+from ffl_tf.methods.ffl import build_ffl_model
 
 _SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-sample")
 
@@ -66,7 +65,7 @@ def compare_with_training(train: tf.data.Dataset, info: data.DatasetInfo) -> Non
     """Alternates pipeline-alone and training rounds; prints both rates and their ratio per round."""
     model = build_ffl_model(FLAGS.backbones, info.num_classes, info.image_shape,
                             shared_stages=FLAGS.shared_stages, mean=info.mean, std=info.std)
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), steps_per_epoch=100)
+    compile_ffl(model, keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), steps_per_epoch=100)
     iterator = iter(train)
     measure_training_throughput(model, iterator, 2)  # trace and warm up
     ratios = []

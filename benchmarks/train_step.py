@@ -14,18 +14,17 @@ because the machines are noisy and only a ratio measured side by side means anyt
 import os
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from ffl_tf import losses  # noqa: E402
-from ffl_tf.branches import build_branches  # noqa: E402
-from ffl_tf.ffl_model import build_ffl_model  # noqa: E402
+from benchmarks.common import compile_ffl
+from ffl_tf import losses
+from ffl_tf.branches import build_branches
+from ffl_tf.methods.ffl import build_ffl_model
 
 TARGET_RATIO = 1.10
 STEPS_PER_EPOCH = 391
@@ -94,13 +93,13 @@ def build_branches_only(
     """The network `build_ffl_model` builds with the same arguments, minus fusion module and ensemble."""
     images = keras.Input(image_shape, dtype="uint8", name="images")
     x = keras.layers.Normalization(mean=[0.0], variance=[255.0**2], name="normalize")(images)
-    branches = build_branches(x, backbones, num_classes=num_classes, shared_stages=shared_stages)
+    _, branches = build_branches(x, backbones, num_classes=num_classes, shared_stages=shared_stages)
     outputs = {f"branch_{k}": b["logits"] for k, b in enumerate(branches)}
     return BranchesOnlyModel(images, outputs, name="branches_only")
 
 
 def sgd() -> keras.optimizers.Optimizer:
-    """The official recipe's optimizer (SPEC section 3); each model gets its own."""
+    """The official recipe's optimizer: SGD 0.1, Nesterov momentum 0.9; each model gets its own."""
     return keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
 
 
@@ -109,7 +108,7 @@ def build_models(
 ) -> dict[str, keras.Model]:
     """Both compiled models: `FFL` and `branches alone`."""
     ffl = build_ffl_model(backbones, num_classes, image_shape, shared_stages=shared_stages)
-    ffl.compile(sgd(), steps_per_epoch=STEPS_PER_EPOCH)
+    compile_ffl(ffl, sgd(), STEPS_PER_EPOCH)
     baseline = build_branches_only(backbones, num_classes, image_shape, shared_stages=shared_stages)
     baseline.compile(sgd())
     return {"FFL": ffl, "branches alone": baseline}

@@ -2,18 +2,15 @@
 
 import os
 
+from ffl_tf import heads
+
 
 class ExportError(Exception):
     """An export that cannot be done as asked; the message names the bad input and the fix."""
 
 
-def head_names(config: dict) -> list[str]:
-    """The heads a run's model has: `branch_<k>` for each backbone, `ensemble`, `fused`."""
-    return [f"branch_{k}" for k in range(len(config["model"]["backbones"]))] + ["ensemble", "fused"]
-
-
 def check_head(config: dict, head: str) -> None:
-    valid = head_names(config)
+    valid = heads.model_heads(config.get("method", "ffl"), len(config["model"]["backbones"]))
     if head not in valid:
         raise ExportError(f"--head={head} is not a head of this run; choose one of: {', '.join(valid)}.")
 

@@ -19,6 +19,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from export import checks, serving
+from ffl_tf import heads
 from ffl_tf.models import BACKBONES
 from ffl_tf.models.cifar_resnet import WIDTHS as CIFAR_WIDTHS
 from ffl_tf.models.cifar_resnet import cifar_resnet
@@ -46,12 +47,12 @@ def resnet_layout(backbone: str) -> tuple[str, tuple[int, ...], tuple[int, ...]]
 
 def check_supported(config: dict, head: str) -> None:
     """Raises ExportError unless `head` is a branch whose backbone the tf_keras mirror can build."""
-    if not head.startswith("branch_"):
+    if heads.branch_index(head) is None:
         raise checks.ExportError(
             f"--quantize=qat fine-tunes a single branch, not --head={head}; pass --head=branch_<k>, or use "
             "--quantize=int8 for this head."
         )
-    backbone = config["model"]["backbones"][int(head.removeprefix("branch_"))]
+    backbone = config["model"]["backbones"][heads.branch_index(head)]
     if resnet_layout(backbone) is None:
         supported = [name for name in BACKBONES if resnet_layout(name)]
         raise checks.ExportError(
@@ -60,8 +61,18 @@ def check_supported(config: dict, head: str) -> None:
         )
 
 
+def _reference_pad(x, kernel_size: int, stride: int, *, name: str):
+    """Mirrors ffl_tf.models.layers.reference_pad: (k - 1) // 2 zeros on each side at stride > 1, then "valid"."""
+    if stride == 1:
+        return x, "same"
+    if kernel_size > 1:
+        x = layers.ZeroPadding2D((kernel_size - 1) // 2, name=f"{name}_pad")(x)
+    return x, "valid"
+
+
 def _conv_bn(x, filters: int, kernel_size: int, stride: int = 1, *, name: str):
-    x = layers.Conv2D(filters, kernel_size, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x, padding = _reference_pad(x, kernel_size, stride, name=f"{name}_conv")
+    x = layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=False, name=f"{name}_conv")(x)
     return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
 
 
@@ -80,7 +91,7 @@ def _basic_block(x, filters: int, stride: int, *, name: str):
 def build_branch(config: dict, head: str) -> tf_keras.Model:
     """`head` (a ResNet branch with its trunk) as a tf_keras model from raw pixels (float32, 0-255) to logits."""
     model_config = config["model"]
-    stem, widths, blocks = resnet_layout(model_config["backbones"][int(head.removeprefix("branch_"))])
+    stem, widths, blocks = resnet_layout(model_config["backbones"][heads.branch_index(head)])
     images = layers.Input(model_config["image_shape"], name="images")
     x = layers.Normalization(
         mean=model_config["mean"], variance=np.square(model_config["std"]).tolist(), name="normalize"
@@ -89,7 +100,8 @@ def build_branch(config: dict, head: str) -> tf_keras.Model:
         x = layers.ReLU(name="stem_relu")(_conv_bn(x, widths[0], 3, name="stem"))
     else:
         x = layers.ReLU(name="stem_relu")(_conv_bn(x, widths[0], 7, 2, name="stem"))
-        x = layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+        x, padding = _reference_pad(x, 3, 2, name="stem_pool")
+        x = layers.MaxPooling2D(3, 2, padding=padding, name="stem_pool")(x)
     for i, (filters, count) in enumerate(zip(widths, blocks)):
         for j in range(count):
             stride = 2 if i > 0 and j == 0 else 1

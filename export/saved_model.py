@@ -11,18 +11,16 @@ and `class_names` (string). A branch export holds that branch and the shared tru
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import tensorflow as tf
+from absl import app, flags, logging
+from tensorflow.core.protobuf import saved_model_pb2
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
-
-from export import checks, serving  # noqa: E402
-from ffl_tf import atomic, run_dir  # noqa: E402
-from ffl_tf.ffl_model import head_model  # noqa: E402
+from export import checks, serving
+from ffl_tf import atomic, run_dir
+from ffl_tf.model import head_model
 
 FLAGS = flags.FLAGS
 

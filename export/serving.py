@@ -4,7 +4,7 @@ The models normalise their input themselves, so every exported function takes th
 (uint8, [batch, height, width, channels]) and needs no preprocessing from the caller.
 """
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf

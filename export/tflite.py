@@ -14,21 +14,18 @@ Accuracy is measured with the LiteRT interpreter on the run's evaluation split.
 """
 
 import math
-import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+from ai_edge_litert.interpreter import Interpreter
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter  # noqa: E402
-
-from export import checks, serving  # noqa: E402
-from ffl_tf import atomic, data, run_dir  # noqa: E402
-from ffl_tf.ffl_model import head_model  # noqa: E402
+from export import checks, serving
+from ffl_tf import atomic, data, run_dir
+from ffl_tf.model import head_model
 
 QUANTIZE = ("none", "float16", "dynamic", "int8", "qat")
 
@@ -119,7 +116,8 @@ def export(
     keras_model = head_model(model, head)
     batch_size, eval_batch_size = config["training"]["batch_size"], config["training"]["eval_batch_size"]
     train_ds, eval_ds, info = data.load(
-        **config["dataset"], batch_size=batch_size, eval_batch_size=eval_batch_size, download=False
+        **config["dataset"], seed=config["training"]["seed"], batch_size=batch_size, eval_batch_size=eval_batch_size,
+        download=False,
     )
     if quantize == "qat":
         from export import qat

@@ -1,6 +1,6 @@
 """The FFL fusion module: concatenated branch feature maps -> separable conv -> fused classifier."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -33,7 +33,7 @@ def build_fusion(
     )(x)
     x = layers.batch_norm(sync=sync_bn, name="depthwise_bn")(x)
     x = layers.relu("depthwise_relu")(x)
-    x = layers.conv(channels or feature_shapes[0][-1], 1, name="pointwise")(x)
+    x = layers.conv(x, channels or feature_shapes[0][-1], 1, name="pointwise")
     x = layers.batch_norm(sync=sync_bn, name="pointwise_bn")(x)
     x = layers.relu("pointwise_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

@@ -2,12 +2,16 @@
 
 import os
 import pathlib
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import pytest
+import tensorflow as tf
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import ffl_tf  # noqa: F401  (imports TensorFlow quietly)
+
+# The image check's verdicts go to a cache of the test session's own, never the user's (CLI runs inherit it).
+os.environ["FFL_TF_CACHE_DIR"] = tempfile.mkdtemp(prefix="ffl_tf-test-cache-")
 
 # Must run before TensorFlow initialises its devices, hence at import time of the first conftest.
 tf.config.set_logical_device_configuration(

@@ -11,10 +11,9 @@ from ffl_tf import atomic
 def test_file_is_replaced_only_when_the_write_succeeds(tmp_path):
     path = tmp_path / "results.json"
     atomic.write_json(str(path), {"a": 1})
-    with pytest.raises(RuntimeError):
-        with atomic.atomic_path(str(path)) as tmp, open(tmp, "w") as f:
-            f.write('{"a": ')
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic.atomic_path(str(path)) as tmp, open(tmp, "w") as f:
+        f.write('{"a": ')
+        raise RuntimeError("killed mid-write")
     assert json.loads(path.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["results.json"]
 
@@ -28,10 +27,9 @@ def test_temporary_name_keeps_the_extension(tmp_path):
 
 def test_directory_appears_whole_or_not_at_all(tmp_path):
     target = tmp_path / "1"
-    with pytest.raises(OSError):
-        with atomic.atomic_path(str(target), is_dir=True) as tmp:
-            (tmp_path / tmp / "saved_model.pb").write_text("half")
-            raise OSError("disk full")
+    with pytest.raises(OSError), atomic.atomic_path(str(target), is_dir=True) as tmp:
+        (tmp_path / tmp / "saved_model.pb").write_text("half")
+        raise OSError("disk full")
     assert os.listdir(tmp_path) == []
     with atomic.atomic_path(str(target), is_dir=True) as tmp:
         (tmp_path / tmp / "saved_model.pb").write_text("whole")

@@ -8,7 +8,7 @@ from ffl_tf.branches import build_branches, validate_branches
 
 def build(backbones, shared_stages, size=32):
     inputs = keras.Input((size, size, 3))
-    outputs = build_branches(inputs, backbones, num_classes=10, shared_stages=shared_stages)
+    _, outputs = build_branches(inputs, backbones, num_classes=10, shared_stages=shared_stages)
     return keras.Model(inputs, outputs), outputs
 
 
@@ -56,7 +56,9 @@ def test_impossible_layouts_fail_clearly(backbones, shared_stages, message):
 
 def test_branches_start_from_different_weights():
     model, _ = build(["resnet20"] * 2, 2)
-    kernel = lambda k: model.get_layer(f"branch_{k}").get_layer("stage3_block1_1_conv").kernel.numpy()  # noqa: E731
+    def kernel(k):
+        return model.get_layer(f"branch_{k}").get_layer("stage3_block1_1_conv").kernel.numpy()
+
     assert not (kernel(0) == kernel(1)).any()
     block = model.get_layer("branch_0")
     same_block = block.get_layer("stage3_block1_1_conv").kernel.numpy()

@@ -1,4 +1,4 @@
-"""ffl_tf.losses against a NumPy reference of SPEC section 2."""
+"""ffl_tf.losses against a NumPy reference of the losses in docs/method.md."""
 
 import numpy as np
 import pytest
@@ -51,7 +51,7 @@ def test_ffl_loss_matches_numpy_reference(logits, temperature, kd_weight):
     np.testing.assert_allclose(
         float(parts["kd_branches"]), sum(np_kl(fused, z, temperature) for z in branches), rtol=1e-5
     )
-    assert set(parts) == set(losses.PARTS)
+    assert set(parts) == set(losses.FFL_PARTS)
 
 
 def test_kl_is_scaled_by_temperature_squared(logits):
@@ -112,3 +112,37 @@ def test_l2_penalty_matches_pytorch_weight_decay_gradient():
         penalty = losses.l2_penalty([w], 1e-4)
     assert float(penalty) == pytest.approx(0.5 * 1e-4 * np.sum(np.arange(6) ** 2), rel=1e-6)
     np.testing.assert_allclose(tape.gradient(penalty, w).numpy(), 1e-4 * w.numpy(), rtol=1e-6)
+
+
+def test_sample_weight_restricts_every_loss_to_the_weighted_examples(logits):
+    """Padding (weight 0) changes nothing: the weighted losses equal the losses of the real examples alone."""
+    branches, fused, labels = logits
+    weight = np.array([1.0] * 11 + [0.0] * 5, "float32")
+    total, parts = losses.ffl_loss(branches, fused, labels, temperature=3.0, kd_weight=0.7, sample_weight=weight)
+    real = [z[:11] for z in branches]
+    expected_total, expected_parts = losses.ffl_loss(real, fused[:11], labels[:11], temperature=3.0, kd_weight=0.7)
+    np.testing.assert_allclose(float(total), np_ffl_loss(real, fused[:11], labels[:11], 3.0, 0.7), rtol=1e-5)
+    for name in losses.FFL_PARTS:
+        np.testing.assert_allclose(float(parts[name]), float(expected_parts[name]), rtol=1e-5, err_msg=name)
+    # A batch of padding only (a replica's share of the last evaluation batch) gives 0, not NaN.
+    nothing = np.zeros(16, "float32")
+    assert float(losses.cross_entropy(fused, labels, nothing)) == 0.0
+
+
+@pytest.mark.parametrize("to_fused, to_branches", [(False, True), (True, False), (False, False)])
+def test_ablations_drop_their_distillation_term(logits, to_fused, to_branches):
+    branches, fused, labels = logits
+    total, parts = losses.ffl_loss(branches, fused, labels, temperature=3.0, kd_weight=0.5,
+                                   distill_to_fused=to_fused, distill_to_branches=to_branches)
+    kd = to_fused * np_kl(np.mean(branches, axis=0), fused, 3.0) + to_branches * sum(np_kl(fused, z, 3.0)
+                                                                                     for z in branches)
+    ce = sum(np_cross_entropy(z, labels) for z in branches) + np_cross_entropy(fused, labels)
+    np.testing.assert_allclose(float(total), ce + 0.5 * kd, rtol=1e-5)
+    assert float(parts["kd_fused"]) > 0 and float(parts["kd_branches"]) > 0  # still reported
+
+
+def test_ffl_loss_uses_the_given_ensemble(logits):
+    branches, fused, labels = logits
+    ensemble = branches[0]  # not the mean: the loss must take what the model computed
+    _, parts = losses.ffl_loss(branches, fused, labels, temperature=3.0, kd_weight=1.0, ensemble=ensemble)
+    np.testing.assert_allclose(float(parts["kd_fused"]), np_kl(branches[0], fused, 3.0), rtol=1e-5)

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from absl.testing import flagsaver
 
 from ffl_tf import checkpoint, run_dir, train
+from tests.data.images import write_png
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Tiny, fast settings shared by the runs below.
@@ -58,6 +59,11 @@ def test_help_lists_flags_with_defaults():
         (["--backbones=resnet33,resnet32"], "--backbones: unknown ['resnet33']"),
         (["--backbones=resnet32,wrn16_2", "--shared_stages=1"], "cannot share stages"),
         (["--shared_stages=3"], "shared_stages=3 is too large for resnet32"),
+        (["--method=dml", "--shared_stages=2"], "DML trains independent networks: use shared_stages=0"),
+        (["--method=dml", "--backbones=resnet32"], "at least 2 branches"),
+        (["--method=one", "--backbones=resnet32,wrn16_2"], "cannot share stages"),
+        (["--method=dml", "--fusion_channels=32"], "--fusion_channels do(es) not apply to --method=dml"),
+        (["--method=vanilla", "--temperature=2"], "--temperature do(es) not apply to --method=vanilla"),
         (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
         (["--lr_decay_epochs=150,100"], "must be positive and increasing"),
         (["--dataset=image_folder"], "--dataset=image_folder needs --data_dir"),
@@ -94,7 +100,7 @@ def test_cifar10_through_tfds_mock_data(tmp_path):
         train.FLAGS(argv)
         train.main(argv[:1])
     results = read_json(model_dir / run_dir.RESULTS)
-    assert set(results["accuracy"]) == {"branch_0", "branch_1", "branch_mean", "ensemble", "fused"}
+    assert list(results["accuracy"]) == ["branch_0", "branch_1", "branch_mean", "ensemble", "fused"]
     assert all(0.0 <= v <= 1.0 for v in results["accuracy"].values())
     assert results["steps"] == 4
     config = read_json(model_dir / run_dir.CONFIG)
@@ -117,7 +123,7 @@ def test_image_folder_run_leaves_a_complete_run_directory(tmp_path, cifar10_samp
     assert "fused" in result.stdout and "branch_mean" in result.stdout  # the printed table
     flags_text = (model_dir / run_dir.FLAGS_FILE).read_text()
     assert "--backbones=resnet8,resnet8" in flags_text and "--epochs=2" in flags_text
-    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == 2
+    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == (2, 0)
     assert any((model_dir / run_dir.LOGS).rglob("events.out.tfevents.*"))
     model, _ = run_dir.load_trained_model(str(model_dir))
     assert model.get_layer("branch_0") is not None
@@ -137,11 +143,12 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = checkpoint.latest(ckpt_dir)
-    assert killed_at is not None and killed_at[0] < 4, "the run was not killed mid-training"
+    assert killed_at is not None and killed_at[0][0] < 4, "the run was not killed mid-training"
 
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Resuming from {killed_at[1]} (epoch {killed_at[0]}, step {killed_at[0] * 5})" in result.stderr
+    epoch = killed_at[0][0]
+    assert f"Resuming from {killed_at[1]} (epoch {epoch}, step {epoch * 5})" in result.stderr
     assert read_json(model_dir / run_dir.RESULTS)["steps"] == 4 * 5  # continued, not restarted
     epochs = [line.split(",")[0] for line in (model_dir / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1", "2", "3"]  # each epoch logged once, whatever the moment of the kill
@@ -189,7 +196,7 @@ def test_resuming_with_another_model_or_step_layout_is_refused(tmp_path):
     ]:
         result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", flag))
         assert result.returncode != 0 and message in result.stderr, (flag, result.stderr[-2000:])
-    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == 1
+    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == (1, 0)
 
 
 @pytest.mark.parametrize("steps_per_epoch, learning_rate, message", [
@@ -200,8 +207,9 @@ def test_resuming_with_another_model_or_step_layout_is_refused(tmp_path):
 ])
 def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, steps_per_epoch, learning_rate, message):
     model_dir = tmp_path / "run"
-    args = lambda *extra: digits_args(tmp_path, model_dir, f"--steps_per_epoch={steps_per_epoch}", "--verbose=0",  # noqa: E731
-                                      *extra)
+    def args(*extra):
+        return digits_args(tmp_path, model_dir, f"--steps_per_epoch={steps_per_epoch}", "--verbose=0", *extra)
+
     assert run_cli(*args("--epochs=1")).returncode == 0
     good = (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").read_bytes()
     result = run_cli(*args("--epochs=3", f"--learning_rate={learning_rate}"))
@@ -209,25 +217,41 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, steps_
     assert re.search(message, result.stderr, re.IGNORECASE), result.stderr[-2000:]
     assert "the last good checkpoint is" in result.stderr and "epoch-0001.weights.h5" in result.stderr
     assert "Traceback" not in result.stderr
-    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == 1
+    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == (1, 0)
     assert (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").read_bytes() == good
 
 
 WORKER_SCRIPT = """
-import json, os, sys
+import dataclasses, json, os, sys
 import numpy as np
+import tensorflow as tf
 from absl import flags
 from ffl_tf import train
+from ffl_tf.data import tfds_sources
+
+decoded = []  # a counter of the images this worker's input pipelines decode
+
+
+def counting(source_fn):
+    def wrapped(*args):
+        source = source_fn(*args)
+        decoded.append(tf.Variable(0, dtype=tf.int64))  # after the strategy: it must come first
+        def decode(x):
+            decoded[0].assign_add(1)
+            return source.decode(x)
+        return dataclasses.replace(source, decode=decode)
+    return wrapped
+
+
+tfds_sources.digits_source = counting(tfds_sources.digits_source)
+train.data.digits_source = tfds_sources.digits_source
 flags.FLAGS(["train"] + sys.argv[1:])
-strategy = train.make_strategy("multi_worker")
-info = train.data.dataset_info("digits", data_dir=flags.FLAGS.data_dir)
-config = train.config_from_flags(info)
 model_dir = flags.FLAGS.model_dir
-if train.is_chief(strategy):
-    train.prepare_model_dir(model_dir)
-model, results = train.train(config, model_dir, strategy, verbose=0)
+strategy, source, config = train.start(model_dir)
+model, results = train.train(config, model_dir, strategy, source, verbose=0)
 task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-np.savez(os.path.join(os.environ["WEIGHTS_DIR"], f"worker{task}.npz"), *model.get_weights())
+np.savez(os.path.join(os.environ["WEIGHTS_DIR"], f"worker{task}.npz"), *model.get_weights(),
+         decoded=decoded[0].numpy())
 """
 
 
@@ -263,15 +287,125 @@ def test_two_local_workers_train_identical_weights(tmp_path):
     chief, other = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
     assert len(chief.files) > 10
     for key in chief.files:
-        np.testing.assert_array_equal(chief[key], other[key])
+        if key != "decoded":
+            np.testing.assert_array_equal(chief[key], other[key])
     assert read_json(tmp_path / "run" / run_dir.RESULTS)["steps"] == 10
-    assert checkpoint.latest(str(tmp_path / "run" / run_dir.CHECKPOINTS))[0] == 2
+    assert checkpoint.latest(str(tmp_path / "run" / run_dir.CHECKPOINTS))[0] == (2, 0)
+    # Each worker decodes its own half of the 1438 training and 359 evaluation digits, once (then cached).
+    assert int(chief["decoded"]) + int(other["decoded"]) == 1438 + 359
+    assert abs(int(chief["decoded"]) - int(other["decoded"])) <= 2
 
 
-def test_trim_history_keeps_only_checkpointed_epochs(tmp_path):
-    path = tmp_path / "history.csv"
-    path.write_text("epoch,loss\n0,2.0\n1,1.5\n2,1.2\n")
-    train.trim_history(str(path), 2)
-    assert path.read_text() == "epoch,loss\n0,2.0\n1,1.5\n"
-    train.trim_history(str(tmp_path / "missing.csv"), 1)
-    assert not (tmp_path / "missing.csv").exists()
+def test_sigterm_mid_epoch_checkpoints_that_step_and_the_rerun_ends_bitwise_equal(tmp_path):
+    """A preempted run (SIGTERM) saves the step it reached; rerunning it ends exactly as if never stopped."""
+    model_dir = tmp_path / "run"
+    # 44 steps per epoch (1438 digits in batches of 32): the signal lands early in epoch 2, far from its end.
+    args = digits_args(tmp_path, model_dir, "--epochs=3", "--steps_per_epoch=44", "--checkpoint_every_steps=2",
+                       "--verbose=0")
+    process = subprocess.Popen([sys.executable, "-m", "ffl_tf.train", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=cli_env())
+    ckpt_dir = model_dir / run_dir.CHECKPOINTS
+    deadline = time.monotonic() + 240
+    while not (ckpt_dir / "epoch-0001-step-000002.weights.h5").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 75, stderr[-3000:]  # EX_TEMPFAIL: preempted, retry
+    (epoch, step), path = checkpoint.latest(str(ckpt_dir))
+    assert epoch == 1 and 2 < step < 44, (epoch, step)
+    assert f"Stopped on request at step {step} of 44 of epoch 2; saved checkpoint {path}" in stderr
+    assert "Traceback" not in stderr
+
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Epoch 2 resumes at step {step} of 44" in result.stderr
+    assert read_json(model_dir / run_dir.RESULTS)["steps"] == 3 * 44
+    epochs = [line.split(",")[0] for line in (model_dir / run_dir.HISTORY).read_text().splitlines()[1:]]
+    assert epochs == ["0", "1", "2"]
+
+    reference_dir = tmp_path / "uninterrupted"
+    assert run_cli(*digits_args(tmp_path, reference_dir, "--epochs=3", "--steps_per_epoch=44",
+                                "--verbose=0")).returncode == 0
+    resumed, reference = (checkpoint_arrays(d / run_dir.CHECKPOINTS / "epoch-0003.weights.h5")
+                          for d in (model_dir, reference_dir))
+    assert resumed.keys() == reference.keys() and len(resumed) > 100
+    for name, value in reference.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+def test_a_truncated_newest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_previous(tmp_path):
+    model_dir = tmp_path / "run"
+    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", "--verbose=0")).returncode == 0
+    newest = model_dir / run_dir.CHECKPOINTS / "epoch-0002.weights.h5"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # an interrupted copy
+
+    result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=3", "--verbose=0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Checkpoint {newest} cannot be read" in result.stderr and "Traceback" not in result.stderr
+    previous = model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5"
+    assert f"Resuming from {previous} (epoch 1, step 5)" in result.stderr
+    assert (model_dir / run_dir.CHECKPOINTS / "epoch-0002.weights.h5.corrupt").exists()
+    assert read_json(model_dir / run_dir.RESULTS)["steps"] == 15
+
+
+def test_no_readable_checkpoint_stops_in_one_line(tmp_path):
+    model_dir = tmp_path / "run"
+    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")).returncode == 0
+    (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").write_text("garbage")
+    result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", "--verbose=0"))
+    assert result.returncode != 0
+    assert "No checkpoint in" in result.stderr and "can be read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def bad_image_folder(root: pathlib.Path) -> pathlib.Path:
+    """Three classes of 8 small PNGs, plus a truncated PNG, a text file named .jpg and an empty class."""
+    rng = np.random.default_rng(0)
+    for name in ("ant", "bee", "cat"):
+        for i in range(8):
+            write_png(root / "train" / name / f"{i}.png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    good = (root / "train" / "ant" / "0.png").read_bytes()
+    (root / "train" / "bee" / "truncated.png").write_bytes(good[:100])
+    (root / "train" / "cat" / "notes.jpg").write_text("not an image")
+    (root / "train" / "dog").mkdir()
+    return root
+
+
+def test_bad_images_and_an_empty_class_stop_the_run_in_seconds_naming_them(tmp_path):
+    root = bad_image_folder(tmp_path / "images")
+    start = time.monotonic()
+    result = run_cli("--dataset=image_folder", f"--data_dir={root}", f"--model_dir={tmp_path / 'run'}", *TINY)
+    assert result.returncode != 0 and time.monotonic() - start < 60
+    assert f"{root / 'train' / 'dog'} holds no" in result.stderr and "--skip_bad_images" in result.stderr
+    (root / "train" / "dog" / "0.png").write_bytes((root / "train" / "ant" / "0.png").read_bytes())
+    result = run_cli("--dataset=image_folder", f"--data_dir={root}", f"--model_dir={tmp_path / 'run'}", *TINY)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "2 image files" in message and "truncated.png" in message and "notes.jpg" in message
+    assert "--skip_bad_images" in message
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_skip_bad_images_trains_without_them_and_reports_how_many(tmp_path):
+    root = bad_image_folder(tmp_path / "images")
+    model_dir = tmp_path / "run"
+    result = run_cli("--dataset=image_folder", f"--data_dir={root}", f"--model_dir={model_dir}", "--skip_bad_images",
+                     "--epochs=1", "--batch_size=4", "--validation_fraction=0.25", *TINY, "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "leaving out empty class folders ['dog']" in result.stderr
+    assert "2 image files" in result.stderr and "Training without them" in result.stderr
+    results = read_json(model_dir / run_dir.RESULTS)
+    assert results["dropped_images"] == 2 and results["eval_examples"] == 6  # 25% of the 24 good images
+    assert read_json(model_dir / run_dir.CONFIG)["model"]["num_classes"] == 3
+
+
+def test_start_up_is_quiet_at_the_default_verbosity(tmp_path):
+    result = run_cli(*digits_args(tmp_path, tmp_path / "run", "--epochs=1", "--verbose=0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "dataset_info.py" not in output and "dataset_builder.py" not in output  # tfds's INFO lines
+    assert "oneDNN custom operations" not in output and "cuda" not in output.lower()
+    assert "Run directory:" in result.stderr  # our own progress still shows
+    verbose = run_cli(*digits_args(tmp_path, tmp_path / "run2", "--epochs=1", "--verbose=0"), "--verbosity=1")
+    assert "oneDNN custom operations" in verbose.stderr

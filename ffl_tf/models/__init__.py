@@ -1,7 +1,7 @@
 """Backbone registry: every name accepted by `--backbones`."""
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from ffl_tf.models.backbone import Backbone
 from ffl_tf.models.cifar_resnet import cifar_resnet

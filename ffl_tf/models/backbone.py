@@ -1,10 +1,12 @@
 """A backbone is a stem plus a list of stages, so several branches can share a prefix of it."""
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
+
+import keras
 
 # A stage maps a tensor to a tensor, creating fresh layers on every call; the string is a name prefix.
-Stage = Callable[["keras.KerasTensor", str], "keras.KerasTensor"]
+Stage = Callable[[keras.KerasTensor, str], keras.KerasTensor]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,10 @@
-"""CIFAR ResNets of depth 6n+2 with BasicBlocks, as in the official FFL (and ONE) code.
+"""CIFAR ResNets of depth 6n+2 with BasicBlocks, as in the official FFL (and ONE) PyTorch code.
 
 Stem: 3x3 conv, 16 channels. Three stages of n blocks with 16, 32, 64 channels; the first block of
 stages 2 and 3 halves the resolution and projects its shortcut with a 1x1 conv + BN.
+
+Pads like the official FFL PyTorch code, so its weights give the same outputs: the stride-2 3x3 convs
+pad 1 pixel on each side, the stride-2 1x1 shortcut convs none; stride-1 convs keep "same".
 """
 
 import functools

@@ -2,11 +2,13 @@
 
 Stem: 7x7/2 conv, 64 channels, BN-ReLU, 3x3/2 max-pool. Four stages with 64, 128, 256, 512 channels;
 the FFL recipe shares the stem and the first three stages between branches.
+
+Pads like torchvision's resnet18/resnet34, so its weights give the same outputs: the 7x7/2 stem conv
+pads 3 pixels on each side, the 3x3/2 max-pool and the stride-2 3x3 convs of stages 2-4 pad 1, their
+stride-2 1x1 shortcut convs none; stride-1 convs keep "same".
 """
 
 import functools
-
-import keras
 
 from ffl_tf.models import layers
 from ffl_tf.models.backbone import Backbone
@@ -19,7 +21,8 @@ BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 def _stem(x, name: str, *, sync_bn: bool):
     x = layers.conv_bn(x, WIDTHS[0], 7, 2, sync_bn=sync_bn, name=name)
     x = layers.relu(f"{name}_relu")(x)
-    return keras.layers.MaxPooling2D(3, 2, padding="same", name=f"{name}_pool")(x)
+    # Zero padding where torchvision pads with -inf: the same maxima, since the ReLU makes every input >= 0.
+    return layers.max_pool(x, 3, 2, name=f"{name}_pool")
 
 
 def imagenet_resnet(depth: int, *, sync_bn: bool = False) -> Backbone:

@@ -1,6 +1,49 @@
-"""Layer factories shared by the backbones: PyTorch-equivalent defaults for convs and batch norm."""
+"""Layer helpers shared by the backbones: PyTorch-equivalent convs, pooling and batch norm.
+
+Every strided layer pads like its PyTorch reference: a k x k kernel with stride > 1 gets (k - 1) // 2
+zero pixels on EACH side (`ZeroPadding2D` named `<layer name>_pad`, then a "valid" layer), so weights
+carried over from the reference networks give the same outputs. Keras's own "same" padding would
+differ at stride 2 on even sizes: it pads 0 pixels before and 1 after, shifting every window by one.
+Stride-1 layers keep "same", which is symmetric for odd kernels.
+"""
+
+import contextlib
+from collections.abc import Iterator
 
 import keras
+
+# True only inside `keras_same_padding()`: strided layers then use Keras "same" padding.
+_keras_same_padding = False
+
+
+@contextlib.contextmanager
+def keras_same_padding() -> Iterator[None]:
+    """Builds strided layers with Keras "same" padding (as before the explicit padding) while active.
+
+    It exists only so that benchmarks/padding.py can time the network as it was against the network as it
+    is; no model uses it.
+    """
+    global _keras_same_padding
+    previous, _keras_same_padding = _keras_same_padding, True
+    try:
+        yield
+    finally:
+        _keras_same_padding = previous
+
+
+def reference_pad(x, kernel_size: int, stride: int, *, name: str) -> tuple["keras.KerasTensor", str]:
+    """(`x` padded as PyTorch pads a `kernel_size` window at `stride`, padding mode for the layer that follows).
+
+    Stride 1: `x` unchanged and "same". Stride > 1: `x` with (k - 1) // 2 zeros on each side (no layer
+    when that is 0, as for 1x1 shortcuts) and "valid".
+    """
+    if stride == 1 or _keras_same_padding:
+        return x, "same"
+    padding = (kernel_size - 1) // 2
+    if padding:
+        x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+    return x, "valid"
+
 
 def conv_init() -> keras.initializers.Initializer:
     """kaiming_normal_(mode="fan_out", nonlinearity="relu"), as the official PyTorch ResNets initialise convs.
@@ -11,17 +54,41 @@ def conv_init() -> keras.initializers.Initializer:
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
 
 
-def conv(filters: int, kernel_size: int, stride: int = 1, *, name: str) -> keras.layers.Conv2D:
-    """A bias-free convolution with "same" padding (batch norm follows every conv)."""
+def conv(x, filters: int, kernel_size: int, stride: int = 1, *, name: str) -> "keras.KerasTensor":
+    """`x` through a bias-free convolution padded as in PyTorch (batch norm follows every conv)."""
+    x, padding = reference_pad(x, kernel_size, stride, name=name)
     return keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=stride,
-        padding="same",
+        padding=padding,
         use_bias=False,
         kernel_initializer=conv_init(),
         name=name,
-    )
+    )(x)
+
+
+def depthwise_conv(x, kernel_size: int, stride: int = 1, *, name: str) -> "keras.KerasTensor":
+    """`x` through a bias-free depthwise convolution padded as in PyTorch."""
+    x, padding = reference_pad(x, kernel_size, stride, name=name)
+    return keras.layers.DepthwiseConv2D(
+        kernel_size,
+        stride,
+        padding=padding,
+        use_bias=False,
+        depthwise_initializer=conv_init(),
+        name=name,
+    )(x)
+
+
+def max_pool(x, pool_size: int, stride: int, *, name: str) -> "keras.KerasTensor":
+    """`x` through max pooling padded as in PyTorch; `x` must be non-negative (it follows a ReLU).
+
+    PyTorch pads max pooling with -inf. On inputs >= 0 a zero pad never exceeds the window's own
+    maximum (every window holds at least one real pixel), so zero padding gives the same result.
+    """
+    x, padding = reference_pad(x, pool_size, stride, name=name)
+    return keras.layers.MaxPooling2D(pool_size, stride, padding=padding, name=name)(x)
 
 
 def batch_norm(*, sync: bool, name: str) -> keras.layers.BatchNormalization:
@@ -31,9 +98,9 @@ def batch_norm(*, sync: bool, name: str) -> keras.layers.BatchNormalization:
     )
 
 
-def conv_bn(x, filters: int, kernel_size: int, stride: int = 1, *, sync_bn: bool, name: str):
+def conv_bn(x, filters: int, kernel_size: int, stride: int = 1, *, sync_bn: bool, name: str) -> "keras.KerasTensor":
     """conv -> batch norm (no activation)."""
-    x = conv(filters, kernel_size, stride, name=f"{name}_conv")(x)
+    x = conv(x, filters, kernel_size, stride, name=f"{name}_conv")
     return batch_norm(sync=sync_bn, name=f"{name}_bn")(x)
 
 

@@ -2,6 +2,9 @@
 
 On small inputs (at most 64 px, e.g. CIFAR) the stem and the first downsampling block keep stride 1,
 the usual CIFAR adaptation, so a 32x32 image ends in a 4x4 map rather than 1x1.
+
+Pads like torchvision's mobilenet_v2, so its weights give the same outputs: the stem's 3x3 conv and the
+3x3 depthwise convs pad 1 pixel on each side when their stride is 2; stride-1 convs keep "same".
 """
 
 import functools
@@ -39,10 +42,7 @@ def inverted_residual(x, expansion: int, filters: int, stride: int, *, sync_bn: 
     if expansion != 1:
         y = layers.conv_bn(y, x.shape[-1] * expansion, 1, sync_bn=sync_bn, name=f"{name}_expand")
         y = layers.relu(f"{name}_expand_relu", 6.0)(y)
-    y = keras.layers.DepthwiseConv2D(
-        3, stride, padding="same", use_bias=False, depthwise_initializer=layers.conv_init(),
-        name=f"{name}_dw_conv",
-    )(y)
+    y = layers.depthwise_conv(y, 3, stride, name=f"{name}_dw_conv")
     y = layers.batch_norm(sync=sync_bn, name=f"{name}_dw_bn")(y)
     y = layers.relu(f"{name}_dw_relu", 6.0)(y)
     y = layers.conv_bn(y, filters, 1, sync_bn=sync_bn, name=f"{name}_project")

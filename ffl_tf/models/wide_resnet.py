@@ -2,6 +2,9 @@
 
 Stem: 3x3 conv, 16 channels. Three stages of (d-4)/6 blocks with 16k, 32k, 64k channels. The last
 stage ends with BN-ReLU, so the branch's feature map is activated like a post-activation ResNet's.
+
+Pads like the authors' PyTorch code, so its weights give the same outputs: the stride-2 3x3 convs pad
+1 pixel on each side, the stride-2 1x1 shortcut convs none; stride-1 convs keep "same".
 """
 
 import functools
@@ -16,17 +19,17 @@ def _preact_block(x, filters: int, stride: int, *, sync_bn: bool, name: str):
     """BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus shortcut (1x1 conv of the activated input if shapes change)."""
     act = layers.batch_norm(sync=sync_bn, name=f"{name}_1_bn")(x)
     act = layers.relu(f"{name}_1_relu")(act)
-    y = layers.conv(filters, 3, stride, name=f"{name}_1_conv")(act)
+    y = layers.conv(act, filters, 3, stride, name=f"{name}_1_conv")
     y = layers.batch_norm(sync=sync_bn, name=f"{name}_2_bn")(y)
     y = layers.relu(f"{name}_2_relu")(y)
-    y = layers.conv(filters, 3, name=f"{name}_2_conv")(y)
+    y = layers.conv(y, filters, 3, name=f"{name}_2_conv")
     if stride != 1 or x.shape[-1] != filters:
-        x = layers.conv(filters, 1, stride, name=f"{name}_shortcut_conv")(act)
+        x = layers.conv(act, filters, 1, stride, name=f"{name}_shortcut_conv")
     return keras.layers.Add(name=f"{name}_add")([y, x])
 
 
 def _stem(x, name: str):
-    return layers.conv(16, 3, name=f"{name}_conv")(x)
+    return layers.conv(x, 16, 3, name=f"{name}_conv")
 
 
 def _stage(x, name: str, *, filters: int, stride: int, blocks: int, last: bool, sync_bn: bool):

@@ -11,8 +11,8 @@ import pathlib
 import keras
 import pytest
 
-from ffl_tf import atomic, checkpoint, data, run_dir
-from ffl_tf.ffl_model import FFLModel
+from ffl_tf import atomic, checkpoint, data, methods, run_dir
+from ffl_tf.model import DistillationModel
 
 TRAIN_STEPS = 150
 LEARNING_RATE = 0.02
@@ -23,13 +23,15 @@ EVAL_BATCH_SIZE = 100
 @dataclasses.dataclass
 class TrainedRun:
     path: pathlib.Path
-    model: FFLModel  # the in-memory model whose weights were checkpointed
+    model: DistillationModel  # the in-memory model whose weights were checkpointed
     config: dict
 
 
 def run_config(info: data.DatasetInfo, dataset: dict) -> dict:
     """A config.json as `ffl_tf.train` writes it, for resnet14 branches sharing the stem and stage 1."""
     return {
+        "model_version": run_dir.MODEL_VERSION,
+        "method": "ffl",
         "model": {
             "backbones": ["resnet14", "resnet14"],
             "num_classes": info.num_classes,
@@ -38,7 +40,7 @@ def run_config(info: data.DatasetInfo, dataset: dict) -> dict:
             "mean": list(info.mean),
             "std": list(info.std),
             "fusion_channels": None,
-            "sync_bn": False,
+            "sync_batchnorm": False,
         },
         "dataset": dataset,
         "class_names": list(info.class_names),
@@ -49,13 +51,14 @@ def run_config(info: data.DatasetInfo, dataset: dict) -> dict:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, cifar10_sample) -> TrainedRun:
     keras.utils.set_random_seed(0)
-    dataset = {"name": "image_folder", "data_dir": str(cifar10_sample), "image_size": None,
-               "validation_fraction": 0.2, "seed": 0}
+    dataset = {"dataset": "image_folder", "data_dir": str(cifar10_sample), "image_size": None,
+               "validation_fraction": 0.2, "skip_bad_images": False}
     train_ds, _, info = data.load(**dataset, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE, download=False)
     config = run_config(info, dataset)
     model = run_dir.build_model(config)
-    model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=0.9, nesterov=True), steps_per_epoch=TRAIN_STEPS,
-                  rampup_epochs=1.0)
+    model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=0.9, nesterov=True),
+                  distillation_loss=methods.loss_fn("ffl"), steps_per_epoch=TRAIN_STEPS, rampup_epochs=1.0,
+                  weight_decay=1e-4, fusion_weight_decay=1e-5)
     model.fit(train_ds, steps_per_epoch=TRAIN_STEPS, epochs=1, verbose=0, shuffle=False)
     path = tmp_path_factory.mktemp("run")
     atomic.write_json(str(path / run_dir.CONFIG), config)

@@ -17,11 +17,11 @@ import json
 import numpy as np
 from export import checks, qat
 from ffl_tf import run_dir
-from ffl_tf.ffl_model import head_model
+from ffl_tf.model import head_model
 
 def config(backbones, shared_stages):
-    return {"model": {"backbones": backbones, "num_classes": 7, "image_shape": [32, 32, 3],
-                      "shared_stages": shared_stages, "mean": [120.0, 110.0, 100.0], "std": [60.0, 55.0, 50.0]}}
+    return {"method": "ffl", "model": {"backbones": backbones, "num_classes": 7, "image_shape": [32, 32, 3],
+            "shared_stages": shared_stages, "mean": [120.0, 110.0, 100.0], "std": [60.0, 55.0, 50.0]}}
 
 def copied(backbones, shared_stages, head):
     cfg = config(backbones, shared_stages)

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from export import saved_model, serving
 from ffl_tf import data
-from ffl_tf.ffl_model import head_model
+from ffl_tf.model import head_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 HEADS = ("branch_0", "branch_1", "ensemble", "fused")

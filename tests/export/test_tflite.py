@@ -12,7 +12,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from export import tflite
 from ffl_tf import data
-from ffl_tf.ffl_model import head_model
+from ffl_tf.model import head_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 HEAD = "fused"  # the FFL classifier, and the largest graph: trunk, both branches, fusion module
@@ -83,6 +83,23 @@ def test_int8_loses_at_most_one_point_on_the_whole_eval_split_at_under_30_percen
     assert len(images) > 1000 and keras_accuracy > 0.2  # the whole split, of a model well above chance (0.1)
     assert int8_accuracy >= keras_accuracy - 0.01
     assert len(converted["int8"]) <= 0.30 * len(converted["none"])
+
+
+def test_int8_model_is_integer_only_between_the_input_quantize_and_the_output_dequantize(converted):
+    """Float32 tensors only where the uint8 pixels enter (CAST, QUANTIZE) and the logits leave (DEQUANTIZE).
+
+    In particular the explicit zero padding before strided convs (PAD) runs on int8 like every other op.
+    """
+    interpreter = Interpreter(model_content=converted["int8"])
+    dtypes = {tensor["index"]: tensor["dtype"] for tensor in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    names = [op["op_name"] for op in ops]
+    float_ops = [(op["index"], op["op_name"]) for op in ops
+                 if any(dtypes[i] == np.float32 for i in (*op["inputs"], *op["outputs"]) if i >= 0)]
+    assert float_ops == [(0, "CAST"), (1, "QUANTIZE"), (len(ops) - 1, "DEQUANTIZE")]
+    pads = [op for op in ops if op["op_name"] == "PAD"]
+    assert pads and all(dtypes[op["inputs"][0]] == dtypes[op["outputs"][0]] == np.int8 for op in pads)
+    assert "CONV_2D" in names and "FULLY_CONNECTED" in names  # the network itself is in the checked range
 
 
 def test_evaluate_reports_accuracy_and_agreement(converted, trained_run, run_data):

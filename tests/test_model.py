@@ -1,23 +1,28 @@
-"""FFLModel: official sizes, heads, the train step (loss, ramp-up, weight decay, mixed precision)."""
+"""DistillationModel (with FFL's network and loss): official sizes, heads, the train step (loss, ramp-up, weight
+decay, mixed precision), head models."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from ffl_tf import data, losses
-from ffl_tf.ffl_model import build_ffl_model, head_model, parameter_counts
-from ffl_tf.loss_scaling import ReplicaConsistentLossScaleOptimizer
+from ffl_tf import data, losses, methods
+from ffl_tf.keras_compat import ReplicaConsistentLossScaleOptimizer
+from ffl_tf.methods.ffl import build_ffl_model
+from ffl_tf.model import DistillationModel, head_model, parameter_counts
 
 
-def tiny_model(**kwargs) -> "FFLModel":
+def tiny_model(**kwargs) -> DistillationModel:
     kwargs.setdefault("shared_stages", 1)
     return build_ffl_model(["resnet8", "resnet8"], 10, (16, 16, 3), **kwargs)
 
 
-def compile_sgd(model, lr=0.05, **kwargs):
-    kwargs.setdefault("steps_per_epoch", 4)
-    model.compile(keras.optimizers.SGD(lr, momentum=0.9, nesterov=True), **kwargs)
+def compile_sgd(model, lr=0.05, *, temperature=3.0, **kwargs):
+    """FFL's training setup with the official weight decays; `kwargs` override compile's other arguments."""
+    settings = {"steps_per_epoch": 4, "rampup_epochs": 80.0, "weight_decay": 1e-4, "fusion_weight_decay": 1e-5,
+                **kwargs}
+    model.compile(keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
+                  distillation_loss=methods.loss_fn("ffl", temperature=temperature), **settings)
     return model
 
 
@@ -134,9 +139,11 @@ def test_mixed_precision_scales_the_loss_and_keeps_float32_logits(mixed_float16)
     reference.set_weights(initial)
     reference.train_on_batch(images, labels)
     # The update is unscaled again: it matches the float32 step to float16 accuracy.
-    kernel = lambda m: m.get_layer("fusion").get_layer("pointwise").kernel.numpy()  # noqa: E731
-    start = initial[[w.path for w in reference.weights].index(reference.get_layer("fusion").get_layer("pointwise").kernel.path)]
-    step_mixed, step_float = kernel(mixed_model) - start, kernel(reference) - start
+    def kernel(model):
+        return model.get_layer("fusion").get_layer("pointwise").kernel
+
+    start = initial[[w.path for w in reference.weights].index(kernel(reference).path)]
+    step_mixed, step_float = kernel(mixed_model).numpy() - start, kernel(reference).numpy() - start
     assert np.abs(step_float).max() > 0
     # (A missing scale or unscale would be off by the loss scale, 2**15.)
     assert np.linalg.norm(step_mixed - step_float) < 0.2 * np.linalg.norm(step_float)

@@ -1,11 +1,12 @@
-"""Loss scaling under MirroredStrategy: an overflow on any replica skips the step on all of them."""
+"""The private-Keras workarounds: loss scaling under MirroredStrategy (an overflow on any replica skips the step on
+all of them) and the Keras version check."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from ffl_tf.loss_scaling import ReplicaConsistentLossScaleOptimizer
+from ffl_tf.keras_compat import ReplicaConsistentLossScaleOptimizer
 
 
 def one_step(strategy, optimizer_class, bad_replica: int | None) -> tuple[np.ndarray, float, int]:

@@ -1,0 +1,83 @@
+"""FFL (Kim et al., ICPR 2020): K branches and a fusion module teaching each other online.
+
+The fused classifier learns from the branches' ensemble and every branch from the fused classifier
+(docs/method.md). The defaults are the official code's CIFAR recipe.
+"""
+
+from collections.abc import Sequence
+
+from ffl_tf import heads, losses
+from ffl_tf.branches import build_branches, image_input, mean_ensemble, validate_branches
+from ffl_tf.fusion import build_fusion
+from ffl_tf.model import DistillationModel
+
+# The official code's settings (Jangho-Kim/FFL-pytorch): T = 3, ramp-up over 80 of 300 epochs, Nesterov
+# SGD, the stem and the first two of three stages shared.
+DEFAULTS = {"temperature": 3.0, "rampup_epochs": 80.0, "nesterov": True, "shared_stages": 2,
+            "distill_to_fused": True, "distill_to_branches": True}
+
+
+def validate(backbones: Sequence[str], shared_stages: int) -> None:
+    """Raises ValueError, naming the fix, for a branch layout FFL cannot build."""
+    validate_branches(backbones, shared_stages, min_branches=2)
+
+
+def build_ffl_model(
+    backbones: Sequence[str],
+    num_classes: int,
+    image_shape: Sequence[int],
+    *,
+    shared_stages: int,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (255.0,),
+    fusion_channels: int | None = None,
+    sync_batchnorm: bool = False,
+) -> DistillationModel:
+    """Builds the FFL network for raw uint8 images, which it normalises itself with `mean`/`std` (0..255 units).
+
+    Args:
+        backbones: one backbone name per branch (see `ffl_tf.models.BACKBONES`).
+        num_classes: classes of every classifier.
+        image_shape: (height, width, channels) of the input images.
+        shared_stages: stages shared by all branches with the stem; 0 = independent networks.
+        mean, std: per-channel pixel statistics, 0..255 units.
+        fusion_channels: output channels of the fusion module (default: the first branch's).
+        sync_batchnorm: batch-norm statistics over the global batch across replicas.
+
+    Returns:
+        A `DistillationModel` whose heads are `branch_<k>`, `ensemble` (mean of the branch logits) and `fused`.
+
+    Example:
+
+    >>> model = build_ffl_model(["resnet32", "resnet32"], 100, (32, 32, 3), shared_stages=2)
+    >>> sorted(model.output)
+    ['branch_0', 'branch_1', 'ensemble', 'fused']
+    """
+    validate(backbones, shared_stages)
+    images, x = image_input(image_shape, mean, std)
+    _, branches = build_branches(
+        x, backbones, num_classes=num_classes, shared_stages=shared_stages, sync_batchnorm=sync_batchnorm
+    )
+    fusion = build_fusion(
+        [b["features"].shape[1:] for b in branches], num_classes, channels=fusion_channels, sync_bn=sync_batchnorm
+    )
+    outputs = {heads.branch(k): b["logits"] for k, b in enumerate(branches)}
+    outputs[heads.ENSEMBLE] = mean_ensemble(outputs.values())
+    outputs[heads.FUSED] = fusion([b["features"] for b in branches])
+    return DistillationModel(images, outputs, name="ffl")
+
+
+build = build_ffl_model
+
+
+def loss(
+    logits: dict, labels, *, kd_weight, temperature: float, distill_to_fused: bool, distill_to_branches: bool,
+    sample_weight=None,
+) -> tuple:
+    """`losses.ffl_loss` on a model's heads; the ensemble is the model's own `ensemble` head."""
+    branch_logits = [logits[name] for name in heads.branch_heads(logits)]
+    return losses.ffl_loss(
+        branch_logits, logits[heads.FUSED], labels, temperature=temperature, kd_weight=kd_weight,
+        ensemble=logits[heads.ENSEMBLE], distill_to_fused=distill_to_fused,
+        distill_to_branches=distill_to_branches, sample_weight=sample_weight,
+    )

@@ -93,7 +93,7 @@ def build_branches_only(
     """The network `build_ffl_model` builds with the same arguments, minus fusion module and ensemble."""
     images = keras.Input(image_shape, dtype="uint8", name="images")
     x = keras.layers.Normalization(mean=[0.0], variance=[255.0**2], name="normalize")(images)
-    _, branches = build_branches(x, backbones, num_classes=num_classes, shared_stages=shared_stages)
+    _, branches = build_branches(images, x, backbones, num_classes=num_classes, shared_stages=shared_stages)
     outputs = {f"branch_{k}": b["logits"] for k, b in enumerate(branches)}
     return BranchesOnlyModel(images, outputs, name="branches_only")
 

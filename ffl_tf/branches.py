@@ -7,28 +7,31 @@ import keras
 import numpy as np
 
 from ffl_tf import heads
-from ffl_tf.models import get_backbone
-from ffl_tf.models.backbone import Backbone
+from ffl_tf.models import Backbone, BranchSpec, describe, get_backbone
 
 
-def validate_branches(backbones: Sequence[str], shared_stages: int, *, min_branches: int = 2) -> None:
+def validate_branches(backbones: Sequence[BranchSpec], shared_stages: int, *, min_branches: int = 2) -> None:
     """Raises ValueError, naming the fix, for branch layouts that cannot be built."""
     if len(backbones) < min_branches:
         raise ValueError(
-            f"This method needs at least {min_branches} branches, got {len(backbones)}: {list(backbones)}."
+            f"This method needs at least {min_branches} branches, got {len(backbones)}: "
+            f"{[describe(b) for b in backbones]}."
         )
     if shared_stages < 0:
         raise ValueError(f"shared_stages must be >= 0, got {shared_stages}.")
-    if shared_stages and len(set(backbones)) > 1:
+    if not shared_stages:
+        return
+    if any(b is not backbones[0] and b != backbones[0] for b in backbones):
         raise ValueError(
-            f"Branches {list(backbones)} have different architectures, so they cannot share stages; "
-            "use shared_stages=0 (independent networks) or the same backbone for every branch."
+            f"Branches {[describe(b) for b in backbones]} have different architectures, so they cannot share "
+            "stages; use shared_stages=0 (independent networks) or the same backbone for every branch."
         )
     num_stages = len(get_backbone(backbones[0]).stages)
     if shared_stages >= num_stages:
         raise ValueError(
-            f"shared_stages={shared_stages} is too large for {backbones[0]}, which has {num_stages} stages; "
-            f"use at most {num_stages - 1} so every branch keeps a stage of its own."
+            f"shared_stages={shared_stages} is too large for {describe(backbones[0])}, which has {num_stages} "
+            f"stages; use at most {max(num_stages - 1, 0)} so every branch keeps a stage of its own"
+            + (" (a whole network given as one model has none: use shared_stages=0)." if not num_stages else ".")
         )
 
 
@@ -52,14 +55,16 @@ def build_trunk(backbone: Backbone, shared_stages: int, input_shape: tuple[int, 
 
 
 def build_branch(
-    backbone: Backbone, shared_stages: int, input_shape: tuple[int, ...], num_classes: int, *, name: str
+    backbone: Backbone, shared_stages: int, input_spec: keras.KerasTensor, num_classes: int, *, name: str
 ) -> keras.Model:
-    """One branch: the un-shared stages (and the stem if nothing is shared), pooling and a classifier.
+    """One branch: its preprocessing (if any), the un-shared stages (and the stem if nothing is shared),
+    pooling and a classifier. `input_spec` is the tensor the branch will be called on.
 
     Returns a model with outputs {"features": F_k (last feature map), "logits": z_k (float32)}.
     """
-    inputs = keras.Input(input_shape, name="inputs")
-    x = backbone.stem(inputs, "stem") if shared_stages == 0 else inputs
+    inputs = keras.Input(input_spec.shape[1:], dtype=input_spec.dtype, name="inputs")
+    x = backbone.preprocess(inputs, "input") if backbone.preprocess else inputs
+    x = backbone.stem(x, "stem") if shared_stages == 0 else x
     for i in range(shared_stages, len(backbone.stages)):
         x = backbone.stages[i](x, f"stage{i + 1}")
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -68,24 +73,37 @@ def build_branch(
 
 
 def build_branches(
-    inputs, backbones: Sequence[str], *, num_classes: int, shared_stages: int, sync_batchnorm: bool = False
+    images, normalized, backbones: Sequence[BranchSpec], *, num_classes: int, shared_stages: int,
+    sync_batchnorm: bool = False, pretrained: str | None = None,
 ) -> tuple:
-    """Calls the trunk (if any) and one branch per backbone on `inputs`.
+    """Calls the trunk (if any) and one branch per backbone; returns (trunk output or None, branch outputs).
 
-    Returns (the trunk's output, or `inputs` when nothing is shared; each branch's outputs dict).
+    Branches take `normalized` images, except keras.applications ones, which take the raw `images` and
+    preprocess them their own way. A keras.Model given for several branches is cloned for each after the
+    first (fresh weights), so no two branches share weights by accident.
     """
-    x = inputs
+    resolved = [get_backbone(spec, sync_bn=sync_batchnorm, pretrained=pretrained) for spec in _unshared(backbones)]
+    trunk = None
     if shared_stages:
-        x = build_trunk(get_backbone(backbones[0], sync_bn=sync_batchnorm), shared_stages, inputs.shape[1:])(x)
-    branches = [
-        build_branch(
-            get_backbone(name, sync_bn=sync_batchnorm), shared_stages, x.shape[1:], num_classes, name=heads.branch(k)
-        )(x)
-        for k, name in enumerate(backbones)
-    ]
-    return x, branches
+        trunk = build_trunk(resolved[0], shared_stages, normalized.shape[1:])(normalized)
+    outputs = []
+    for k, backbone in enumerate(resolved):
+        x = trunk if trunk is not None else (images if backbone.preprocess else normalized)
+        outputs.append(build_branch(backbone, shared_stages, x, num_classes, name=heads.branch(k))(x))
+    return trunk, outputs
 
 
-def mean_ensemble(logits: Sequence) -> "keras.KerasTensor":
+def _unshared(backbones: Sequence[BranchSpec]) -> list[BranchSpec]:
+    """`backbones` with every repeat of a keras.Model object replaced by a clone (re-initialised weights)."""
+    seen, specs = set(), []
+    for spec in backbones:
+        if isinstance(spec, keras.Model) and id(spec) in seen:
+            spec = keras.models.clone_model(spec)
+        seen.add(id(spec))
+        specs.append(spec)
+    return specs
+
+
+def mean_ensemble(logits: Sequence) -> keras.KerasTensor:
     """The `ensemble` head: the mean of the branches' logits (float32)."""
     return keras.layers.Average(dtype="float32", name=heads.ENSEMBLE)(list(logits))

@@ -9,10 +9,19 @@ them instead of silently training with a workaround that no longer fits:
 - `worker_logs`: Keras averages multi-worker step logs along axis 0, which scalars lack (same issue).
 - `ReplicaConsistentLossScaleOptimizer.check_finite`: Keras's LossScaleOptimizer decides skip-or-apply
   from the first replica's gradients only.
+- `offline_weights`: keras.applications download weights through the private `file_utils.get_file`,
+  which without network fails only after a timeout and does not say where the file belongs.
 """
+
+import contextlib
+import os
+import urllib.parse
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
+
+from ffl_tf import network
 
 CHECKED_VERSIONS = ("3.15.",)
 
@@ -68,3 +77,39 @@ class ReplicaConsistentLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
             return finite
         non_finite_replicas = replica.all_reduce("sum", 1.0 - tf.cast(finite, tf.float32))
         return tf.equal(non_finite_replicas, 0.0)
+
+
+@contextlib.contextmanager
+def offline_weights(backbone: str) -> Iterator[None]:
+    """While active, keras.applications find their weights in the Keras cache or fail at once naming them.
+
+    Keras's `get_file` (private: keras.src.utils.file_utils) downloads a weights file that is not cached,
+    and re-downloads a cached one whose hash differs; without network that fails only after a timeout, with
+    a message that does not say where the file should go. Patched here: a cached file is used (its hash is
+    checked only when the download host is reachable); a missing one raises BackboneError at once when the
+    host is unreachable, naming the file, where to put it and where it comes from.
+    """
+    from keras.src.backend import config as keras_config
+    from keras.src.utils import file_utils
+
+    from ffl_tf.models.backbone import BackboneError  # here: ffl_tf.models imports this module
+
+    real_get_file = file_utils.get_file
+
+    def get_file(fname=None, origin=None, *args, cache_subdir="datasets", cache_dir=None, file_hash=None, **kwargs):
+        path = os.path.join(os.path.expanduser(cache_dir or keras_config.keras_home()), cache_subdir, fname)
+        online = network.reachable(urllib.parse.urlparse(origin).hostname or "storage.googleapis.com")
+        if not online and not os.path.exists(path):
+            raise BackboneError(
+                f"--pretrained needs {backbone}'s weights file {fname}, which is not in the Keras cache and cannot "
+                f"be downloaded here ({origin} is unreachable). Fix: download {origin} on a machine with network "
+                f"and put it at {path} (or point KERAS_HOME at a directory with models/{fname}), then rerun."
+            )
+        return real_get_file(fname, origin, *args, cache_subdir=cache_subdir, cache_dir=cache_dir,
+                             file_hash=file_hash if online else None, **kwargs)
+
+    file_utils.get_file = get_file
+    try:
+        yield
+    finally:
+        file_utils.get_file = real_get_file

@@ -10,7 +10,7 @@ import os
 
 from absl import flags
 
-from ffl_tf import methods, run_dir
+from ffl_tf import methods, models, run_dir
 from ffl_tf.data import DATASETS, DatasetInfo
 from ffl_tf.models import BACKBONES
 
@@ -34,8 +34,10 @@ def _method_default(name: str) -> str:
 _flag(None, "enum", "method", "ffl", list(methods.METHODS), "Training method: ffl (feature fusion learning), dml "
       "(deep mutual learning), one (on-the-fly native ensemble) or vanilla (each network trained alone).")
 # Data.
-_flag("dataset", "enum", "dataset", "cifar100", DATASETS, "Dataset. `digits` is bundled with scikit-learn and "
-      "needs no network; `image_folder` reads --data_dir/<split>/<class>/<image>.")
+_flag("dataset", "string", "dataset", "cifar100", f"Dataset: {', '.join(DATASETS)}, or the name of any "
+      "tensorflow-datasets image-classification dataset (an `image` and a `label` feature, e.g. tf_flowers). "
+      "`digits` is bundled with scikit-learn and needs no network; `image_folder` reads "
+      "--data_dir/<split>/<class>/<image>.")
 _flag("dataset", "string", "data_dir", None, "tensorflow-datasets data directory (prepared or manually "
       "downloaded data), or the image folder for --dataset=image_folder. Default: tfds's default data dir.")
 _flag("dataset", "integer", "image_size", None, "image_folder and imagenet2012: resize images to this square "
@@ -47,8 +49,12 @@ _flag("dataset", "bool", "skip_bad_images", False, "image_folder: train without 
 _flag(None, "bool", "download", True, "Let tensorflow-datasets download and prepare a missing dataset. Without "
       "network the run stops within seconds, saying how to prepare the data offline.")
 # Model.
-_flag("model", "list", "backbones", ["resnet32", "resnet32"], "One backbone per branch, comma-separated; "
-      f"choose from: {', '.join(BACKBONES)}.")
+_flag("model", "list", "backbones", ["resnet32", "resnet32"], "One backbone per branch, comma-separated: "
+      f"{', '.join(BACKBONES)}; keras:<keras.applications constructor> (e.g. keras:MobileNetV3Small, with its own "
+      "preprocessing); or package.module:function, a zero-argument function returning a keras.Model that maps "
+      "images to a 4-D feature map (or an ffl_tf Backbone). Different networks need --shared_stages=0.")
+_flag("model", "enum", "pretrained", "none", ["none", "imagenet"], "imagenet: load keras.applications branches' "
+      "ImageNet weights (from the Keras cache, $KERAS_HOME/models, or downloaded when there is network).")
 _flag("model", "integer", "shared_stages", None, "Stages shared by all branches (with the stem): 0 = "
       f"independent networks (required for different backbones). {_method_default('shared_stages')}", lower_bound=0)
 _flag("model", "integer", "fusion_channels", None, "ffl: output channels of the fusion module's pointwise conv "
@@ -127,9 +133,11 @@ def config_from_flags(info: DatasetInfo) -> dict:
 
 @flags.multi_flags_validator(["method", "backbones", "shared_stages"], message="")
 def _check_branches(values: dict) -> bool:
-    unknown = [b for b in values["backbones"] if b not in BACKBONES]
-    if unknown:
-        raise flags.ValidationError(f"--backbones: unknown {unknown}; choose from: {', '.join(BACKBONES)}.")
+    try:
+        for spec in values["backbones"]:
+            models.check_spec(spec)
+    except models.BackboneError as error:
+        raise flags.ValidationError(f"--backbones: {error}") from None
     method = methods.get(values["method"])
     shared = method.DEFAULTS["shared_stages"] if values["shared_stages"] is None else values["shared_stages"]
     try:
@@ -148,6 +156,16 @@ def _check_applicable(values: dict) -> bool:
                and value is not None and FLAGS[name].default != value]
     if ignored:
         raise flags.ValidationError(f"{', '.join(ignored)} do(es) not apply to --method={values['method']}; remove it.")
+    return True
+
+
+@flags.multi_flags_validator(["backbones", "pretrained"], message="")
+def _check_pretrained(values: dict) -> bool:
+    if values["pretrained"] != "none" and not any(b.startswith("keras:") for b in values["backbones"]):
+        raise flags.ValidationError(
+            f"--pretrained={values['pretrained']} loads weights into keras:<application> branches only, and "
+            f"--backbones={','.join(values['backbones'])} has none; remove --pretrained or use such a branch."
+        )
     return True
 
 

@@ -8,7 +8,7 @@ from ffl_tf.branches import build_branches, validate_branches
 
 def build(backbones, shared_stages, size=32):
     inputs = keras.Input((size, size, 3))
-    _, outputs = build_branches(inputs, backbones, num_classes=10, shared_stages=shared_stages)
+    _, outputs = build_branches(inputs, inputs, backbones, num_classes=10, shared_stages=shared_stages)
     return keras.Model(inputs, outputs), outputs
 
 

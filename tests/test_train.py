@@ -56,7 +56,10 @@ def test_help_lists_flags_with_defaults():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--backbones=resnet33,resnet32"], "--backbones: unknown ['resnet33']"),
+        (["--backbones=resnet33,resnet32"], "--backbones: Unknown backbone 'resnet33'; choose from: resnet8"),
+        (["--backbones=keras:NoSuchNet,resnet32", "--shared_stages=0"], "keras:NoSuchNet is not a keras.applications"),
+        (["--backbones=no_such_module:build,resnet32", "--shared_stages=0"], "cannot import 'build' from module"),
+        (["--pretrained=imagenet"], "--pretrained=imagenet loads weights into keras:<application> branches only"),
         (["--backbones=resnet32,wrn16_2", "--shared_stages=1"], "cannot share stages"),
         (["--shared_stages=3"], "shared_stages=3 is too large for resnet32"),
         (["--method=dml", "--shared_stages=2"], "DML trains independent networks: use shared_stages=0"),
@@ -69,7 +72,7 @@ def test_help_lists_flags_with_defaults():
         (["--dataset=image_folder"], "--dataset=image_folder needs --data_dir"),
         (["--dataset=cifar10", "--data_dir=/no/such/dir"], "--data_dir=/no/such/dir is not a directory"),
         (["--strategy=multi_worker"], "needs the TF_CONFIG environment variable"),
-        (["--dataset=mnist"], "--dataset"),
+        (["--dataset=no_such_dataset"], "--dataset=no_such_dataset is neither a built-in dataset"),
     ],
 )
 def test_bad_flags_fail_fast_with_a_clear_message(args, message):
@@ -409,3 +412,66 @@ def test_start_up_is_quiet_at_the_default_verbosity(tmp_path):
     assert "Run directory:" in result.stderr  # our own progress still shows
     verbose = run_cli(*digits_args(tmp_path, tmp_path / "run2", "--epochs=1", "--verbose=0"), "--verbosity=1")
     assert "oneDNN custom operations" in verbose.stderr
+
+
+def test_your_own_builder_from_the_cli_trains_and_its_run_rebuilds_it(tmp_path, cifar10_sample):
+    model_dir = tmp_path / "run"
+    result = run_cli("--dataset=image_folder", f"--data_dir={cifar10_sample}", f"--model_dir={model_dir}",
+                     "--backbones=tests.models.builders:tiny_cnn,resnet8", "--shared_stages=0", "--epochs=1",
+                     "--steps_per_epoch=2", "--batch_size=16", "--eval_batch_size=100", "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_json(model_dir / run_dir.CONFIG)["model"]["backbones"] == ["tests.models.builders:tiny_cnn", "resnet8"]
+    model, _ = run_dir.load_trained_model(str(model_dir))  # what export and the inspection commands do
+    assert model.get_layer("branch_0").get_layer("tiny_cnn") is not None
+
+
+def test_a_builder_that_breaks_the_contract_is_refused_before_any_run_is_written(tmp_path, cifar10_sample):
+    model_dir = tmp_path / "run"
+    result = run_cli("--dataset=image_folder", f"--data_dir={cifar10_sample}", f"--model_dir={model_dir}",
+                     "--backbones=tests.models.builders:pooled,resnet8", "--shared_stages=0", timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "tests.models.builders:pooled returned a tensor of shape (None, 8)" in result.stderr.splitlines()[-1]
+    assert not (model_dir / run_dir.CONFIG).exists()
+
+
+def test_the_fine_tuning_flagfile_trains_without_the_weights_it_cannot_download(tmp_path, cifar10_sample):
+    result = run_cli("--flagfile=configs/finetune_image_folder.flags", "--pretrained=none",
+                     f"--data_dir={cifar10_sample}", f"--model_dir={tmp_path / 'run'}", "--image_size=64",
+                     "--epochs=1", "--steps_per_epoch=2", "--batch_size=8", "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = read_json(tmp_path / "run" / run_dir.CONFIG)
+    assert config["model"]["backbones"] == ["keras:MobileNetV3Small"] * 2 and config["model"]["pretrained"] == "none"
+
+
+def test_pretrained_offline_without_the_weights_fails_in_seconds_naming_the_file(tmp_path, cifar10_sample):
+    # Offline even on a machine with network: the child process's sockets refuse to connect.
+    (tmp_path / "offline").mkdir()
+    (tmp_path / "offline" / "sitecustomize.py").write_text(
+        "import socket\n"
+        "def refuse(*args, **kwargs):\n    raise OSError('network disabled by the test')\n"
+        "socket.create_connection = refuse\n"
+    )
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "ffl_tf.train", "--flagfile=configs/finetune_image_folder.flags",
+         f"--data_dir={cifar10_sample}", f"--model_dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env=cli_env(KERAS_HOME=str(tmp_path / "keras"), PYTHONPATH=str(tmp_path / "offline")),
+    )
+    assert result.returncode != 0 and time.monotonic() - start < 60
+    message = result.stderr.strip().splitlines()[-1]
+    assert "weights_mobilenet_v3_small" in message and str(tmp_path / "keras" / "models") in message
+    assert "Traceback" not in result.stderr
+
+
+def test_any_tfds_image_dataset_by_name_trains(tmp_path):
+    model_dir = tmp_path / "run"
+    argv = ["train", "--dataset=tf_flowers", f"--data_dir={tmp_path}", f"--model_dir={model_dir}",
+            "--image_size=32", "--epochs=1", "--steps_per_epoch=2", "--batch_size=4", *TINY, "--verbose=0"]
+    with tfds.testing.mock_data(num_examples=12), flagsaver.flagsaver():
+        train.FLAGS(argv)
+        train.main(argv[:1])
+    results = read_json(model_dir / run_dir.RESULTS)
+    assert results["steps"] == 2 and results["eval_examples"] == 12
+    assert read_json(model_dir / run_dir.CONFIG)["class_names"] == ["dandelion", "daisy", "tulips", "sunflowers",
+                                                                     "roses"]

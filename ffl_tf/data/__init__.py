@@ -14,6 +14,7 @@ from ffl_tf.data import pipeline
 from ffl_tf.data.image_folder import image_folder_files, image_folder_source
 from ffl_tf.data.ops_image import center_crop, inception_crop, pad_crop_flip
 from ffl_tf.data.source import DatasetInfo, DatasetNotFoundError, Source
+from ffl_tf.data.tfds_classification import classification_source
 from ffl_tf.data.tfds_sources import cifar_source, digits_source, imagenet_source
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet2012", "image_folder")
@@ -37,9 +38,10 @@ def open_source(
     """Opens `dataset`, preparing it if it is missing and can be; raises DatasetNotFoundError if not.
 
     Args:
-        dataset: one of `DATASETS`.
+        dataset: one of `DATASETS`, or any tensorflow-datasets image-classification dataset's name.
         data_dir: the tfds data directory, or the image folder for `image_folder`.
-        image_size: square size to resize images to (image folders and ImageNet; default: native).
+        image_size: square size to resize images to (image folders, ImageNet and other tfds datasets;
+            default: their native size, 224 when it varies).
         validation_fraction: image folders without a test split: the fraction of train/ held out.
         seed: chooses the image-folder hold-out.
         download: let tfds download a missing dataset (fails within seconds without network).
@@ -54,7 +56,7 @@ def open_source(
         return imagenet_source(data_dir, image_size, download)
     if dataset == "image_folder":
         return image_folder_source(data_dir, image_size, validation_fraction, seed, skip_bad_images)
-    raise ValueError(f"Unknown dataset {dataset!r}; choose one of {DATASETS}.")
+    return classification_source(dataset, data_dir, image_size, validation_fraction, download)
 
 
 def dataset_info(dataset: str, **kwargs) -> DatasetInfo:

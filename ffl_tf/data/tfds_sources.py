@@ -15,14 +15,13 @@ workers each decodes only its share.
 import contextlib
 import functools
 import io
-import socket
-import threading
 import urllib.parse
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from ffl_tf import network
 from ffl_tf.data import digits, ops_image
 from ffl_tf.data.source import DatasetInfo, DatasetNotFoundError, Source, int32_label, shard
 
@@ -45,7 +44,6 @@ IMAGENET_SHUFFLE_BUFFER = 10_000
 IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 # Up to this size, decoded images are cached in RAM and augmented CIFAR-style; larger ones ImageNet-style.
 SMALL_IMAGE_SIZE = 64
-_PROBE_TIMEOUT_SECONDS = 3.0
 _EVAL_SPLITS = ("test", "validation")
 
 
@@ -53,10 +51,10 @@ def digits_source(data_dir, image_size) -> Source:
     """The embedded handwritten digits (8x8 grey-scale), shifted by a pixel but never flipped."""
     _check_native_size("digits", image_size, 8)
     builder = tfds.builder(digits.SklearnDigits.name, data_dir=data_dir)
-    _ensure_prepared(builder, "train", functools.partial(_prepare_digits, builder))
+    ensure_prepared(builder, "train", functools.partial(_prepare_digits, builder))
     info = DatasetInfo(
         name="digits", num_classes=10, image_shape=(8, 8, 1), mean=DIGITS_MEAN, std=DIGITS_STD,
-        num_train=_split_size(builder, "train"), num_eval=_split_size(builder, "test"),
+        num_train=split_size(builder, "train"), num_eval=split_size(builder, "test"),
         class_names=tuple(str(d) for d in range(10)),
     )
     augment = functools.partial(ops_image.pad_crop_flip, pad=1, pad_mode="CONSTANT", flip=False)
@@ -67,12 +65,12 @@ def cifar_source(name, data_dir, image_size, download) -> Source:
     """CIFAR-10/100 with their own statistics, augmented by reflect-pad 4, random crop and flip."""
     _check_native_size(name, image_size, 32)
     builder = tfds.builder(name, data_dir=data_dir)
-    _ensure_prepared(builder, "train", functools.partial(_download, builder, download=download))
+    ensure_prepared(builder, "train", functools.partial(download_and_prepare, builder, download=download))
     labels = builder.info.features["label"]
     mean, std = CIFAR_MEAN_STD[name]
     info = DatasetInfo(
         name=name, num_classes=labels.num_classes, image_shape=(32, 32, 3), mean=mean, std=std,
-        num_train=_split_size(builder, "train"), num_eval=_split_size(builder, "test"),
+        num_train=split_size(builder, "train"), num_eval=split_size(builder, "test"),
         class_names=CIFAR10_CLASSES if name == "cifar10" else tuple(labels.names),
     )
     augment = functools.partial(ops_image.pad_crop_flip, pad=4, pad_mode="REFLECT")
@@ -83,18 +81,18 @@ def imagenet_source(data_dir, image_size, download) -> Source:
     """ILSVRC2012: random-resized crops decoded from the JPEG bytes, a shuffle buffer over shuffled files."""
     size = image_size or IMAGENET_SIZE
     builder = tfds.builder("imagenet2012", data_dir=data_dir)
-    _ensure_prepared(builder, "validation", functools.partial(_prepare_imagenet, builder, download=download))
+    ensure_prepared(builder, "validation", functools.partial(_prepare_imagenet, builder, download=download))
     labels = builder.info.features["label"]
     info = DatasetInfo(
         name="imagenet2012", num_classes=labels.num_classes, image_shape=(size, size, 3), mean=IMAGENET_MEAN,
-        std=IMAGENET_STD, num_train=_split_size(builder, "train"), num_eval=_split_size(builder, "validation"),
+        std=IMAGENET_STD, num_train=split_size(builder, "train"), num_eval=split_size(builder, "validation"),
         class_names=tuple(labels.names),
     )
     return Source(
         info,
         # A resumed run reads the files in a new order (shuffle seed = seed + start step), not the first pass's.
-        read_train=_reader(builder, "train", shuffle_files=True),
-        read_eval=_reader(builder, "validation"),
+        read_train=reader(builder, "train", shuffle_files=True),
+        read_eval=reader(builder, "validation"),
         decode=ops_image.identity,
         train_fn=functools.partial(ops_image.inception_crop_flip, size=size, jpeg=True),
         eval_fn=functools.partial(ops_image.center_crop, size=size, jpeg=True),
@@ -106,23 +104,24 @@ def imagenet_source(data_dir, image_size, download) -> Source:
 def _small_image_source(builder, info: DatasetInfo, train_split: str, eval_split: str, augment) -> Source:
     decode_image = builder.info.features["image"].decode_example
     return Source(
-        info, read_train=_reader(builder, train_split), read_eval=_reader(builder, eval_split),
+        info, read_train=reader(builder, train_split), read_eval=reader(builder, eval_split),
         decode=lambda encoded: tf.ensure_shape(decode_image(encoded), info.image_shape),
         train_fn=augment, eval_fn=ops_image.identity, cache=True,
     )
 
 
-def _reader(builder, split: str, *, shuffle_files: bool = False):
-    """Reads `split` undecoded, one input pipeline's share: whole files when there are enough, else elements."""
+def reader(builder, split: str, *, shuffle_files: bool = False):
+    """Reads `split`'s (encoded image, label) pairs, one input pipeline's share: whole files when there are
+    enough of them, else every N-th element."""
 
     def read(num_pipelines: int, index: int, shuffle_seed: int) -> tf.data.Dataset:
         by_files = num_pipelines > 1 and _num_files(builder, split) >= num_pipelines
         context = tf.distribute.InputContext(num_pipelines, index, 1) if by_files else None
         ds = builder.as_dataset(
-            split=split, as_supervised=True, shuffle_files=shuffle_files,
-            decoders={"image": tfds.decode.SkipDecoding()},
+            split=split, shuffle_files=shuffle_files, decoders={"image": tfds.decode.SkipDecoding()},
             read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, input_context=context),
         )
+        ds = ds.map(lambda example: (example["image"], example["label"]))
         return (ds if by_files else shard(ds, num_pipelines, index)).map(int32_label)
 
     return read
@@ -135,7 +134,7 @@ def _num_files(builder, split: str) -> int:
         return 0
 
 
-def _ensure_prepared(builder, split: str, prepare) -> None:
+def ensure_prepared(builder, split: str, prepare) -> None:
     """Calls `prepare()` if tfds finds no data for `split` (tfds's own error is an AssertionError)."""
     try:
         builder.as_dataset(split=split)
@@ -143,7 +142,7 @@ def _ensure_prepared(builder, split: str, prepare) -> None:
         prepare()
 
 
-def _split_size(builder, split: str) -> int:
+def split_size(builder, split: str) -> int:
     """Examples in `split`: from tfds metadata, else (tfds.testing.mock_data) the cardinality."""
     if split in builder.info.splits:
         return builder.info.splits[split].num_examples
@@ -166,13 +165,13 @@ def _prepare_digits(builder) -> None:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
 
 
-def _download(builder, *, download: bool) -> None:
+def download_and_prepare(builder, *, download: bool) -> None:
     """Downloads and prepares a tfds dataset, failing fast when that cannot work."""
     if not download:
         raise DatasetNotFoundError(offline_fix(builder, "downloading was not requested (download=False)"))
     # The homepage and the data usually share a host (www.cs.toronto.edu for CIFAR).
     host = urllib.parse.urlparse(builder.info.homepage or "").hostname or "storage.googleapis.com"
-    if not _reachable(host, 443):
+    if not network.reachable(host, 443):
         raise DatasetNotFoundError(offline_fix(builder, f"its download host {host}:443 is unreachable (no network?)"))
     logging.info("Downloading and preparing %s into %s", builder.name, builder.data_dir)
     builder.download_and_prepare()
@@ -188,27 +187,6 @@ def offline_fix(builder, reason: str) -> str:
         f".download_and_prepare()\"`), copy DIR to this machine and pass --data_dir=DIR (the directory "
         f"containing {name}/)."
     )
-
-
-def _reachable(host: str, port: int) -> bool:
-    """Whether a TCP connection to host:port opens within a few seconds, DNS included.
-
-    The connect runs in a daemon thread because name resolution ignores socket timeouts and can block
-    far longer on a machine without network.
-    """
-    opened = threading.Event()
-
-    def connect():
-        try:
-            socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_SECONDS).close()
-            opened.set()
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(_PROBE_TIMEOUT_SECONDS)
-    return opened.is_set()
 
 
 def _prepare_imagenet(builder, *, download: bool) -> None:

@@ -10,6 +10,7 @@ from ffl_tf import heads, losses
 from ffl_tf.branches import build_branches, image_input, mean_ensemble, validate_branches
 from ffl_tf.fusion import build_fusion
 from ffl_tf.model import DistillationModel
+from ffl_tf.models import BranchSpec
 
 # The official code's settings (Jangho-Kim/FFL-pytorch): T = 3, ramp-up over 80 of 300 epochs, Nesterov
 # SGD, the stem and the first two of three stages shared.
@@ -17,13 +18,13 @@ DEFAULTS = {"temperature": 3.0, "rampup_epochs": 80.0, "nesterov": True, "shared
             "distill_to_fused": True, "distill_to_branches": True}
 
 
-def validate(backbones: Sequence[str], shared_stages: int) -> None:
+def validate(backbones: Sequence[BranchSpec], shared_stages: int) -> None:
     """Raises ValueError, naming the fix, for a branch layout FFL cannot build."""
     validate_branches(backbones, shared_stages, min_branches=2)
 
 
 def build_ffl_model(
-    backbones: Sequence[str],
+    backbones: Sequence[BranchSpec],
     num_classes: int,
     image_shape: Sequence[int],
     *,
@@ -32,17 +33,21 @@ def build_ffl_model(
     std: Sequence[float] = (255.0,),
     fusion_channels: int | None = None,
     sync_batchnorm: bool = False,
+    pretrained: str | None = None,
 ) -> DistillationModel:
     """Builds the FFL network for raw uint8 images, which it normalises itself with `mean`/`std` (0..255 units).
 
     Args:
-        backbones: one backbone name per branch (see `ffl_tf.models.BACKBONES`).
+        backbones: one branch each: a backbone name, `keras:<Application>`, `package.module:function`, a
+            `keras.Model` mapping images to a 4-D feature map (given twice, it is cloned: fresh weights),
+            a zero-argument function returning one, or a `Backbone` (see `ffl_tf.models`).
         num_classes: classes of every classifier.
         image_shape: (height, width, channels) of the input images.
         shared_stages: stages shared by all branches with the stem; 0 = independent networks.
         mean, std: per-channel pixel statistics, 0..255 units.
         fusion_channels: output channels of the fusion module (default: the first branch's).
         sync_batchnorm: batch-norm statistics over the global batch across replicas.
+        pretrained: "imagenet" loads keras.applications branches' ImageNet weights.
 
     Returns:
         A `DistillationModel` whose heads are `branch_<k>`, `ensemble` (mean of the branch logits) and `fused`.
@@ -56,7 +61,8 @@ def build_ffl_model(
     validate(backbones, shared_stages)
     images, x = image_input(image_shape, mean, std)
     _, branches = build_branches(
-        x, backbones, num_classes=num_classes, shared_stages=shared_stages, sync_batchnorm=sync_batchnorm
+        images, x, backbones, num_classes=num_classes, shared_stages=shared_stages, sync_batchnorm=sync_batchnorm,
+        pretrained=pretrained,
     )
     fusion = build_fusion(
         [b["features"].shape[1:] for b in branches], num_classes, channels=fusion_channels, sync_bn=sync_batchnorm

@@ -20,14 +20,14 @@ from ffl_tf import heads
 from ffl_tf.branches import build_branches, image_input, validate_branches
 from ffl_tf.losses import cross_entropy, kl_divergence
 from ffl_tf.model import DistillationModel
-from ffl_tf.models import layers
+from ffl_tf.models import BranchSpec, layers
 
 # The official code's settings: T = 3, ramp-up over 80 epochs, SGD momentum 0.9 without Nesterov, the
 # stem and stages 1-2 shared.
 DEFAULTS = {"temperature": 3.0, "rampup_epochs": 80.0, "nesterov": False, "shared_stages": 2}
 
 
-def validate(backbones: Sequence[str], shared_stages: int) -> None:
+def validate(backbones: Sequence[BranchSpec], shared_stages: int) -> None:
     """Raises ValueError, naming the fix, unless K >= 2 branches of one backbone share a trunk."""
     if shared_stages < 1:
         raise ValueError(f"ONE's gate reads the shared trunk: use shared_stages >= 1, got {shared_stages}.")
@@ -35,7 +35,7 @@ def validate(backbones: Sequence[str], shared_stages: int) -> None:
 
 
 def build(
-    backbones: Sequence[str],
+    backbones: Sequence[BranchSpec],
     num_classes: int,
     image_shape: Sequence[int],
     *,
@@ -43,12 +43,14 @@ def build(
     mean: Sequence[float] = (0.0,),
     std: Sequence[float] = (255.0,),
     sync_batchnorm: bool = False,
+    pretrained: str | None = None,
 ) -> DistillationModel:
     """K branches of one backbone on a shared trunk; heads `branch_<k>` and `ensemble` (the gated teacher)."""
     validate(backbones, shared_stages)
     images, x = image_input(image_shape, mean, std)
     trunk, branches = build_branches(
-        x, backbones, num_classes=num_classes, shared_stages=shared_stages, sync_batchnorm=sync_batchnorm
+        images, x, backbones, num_classes=num_classes, shared_stages=shared_stages, sync_batchnorm=sync_batchnorm,
+        pretrained=pretrained,
     )
     outputs = {heads.branch(k): b["logits"] for k, b in enumerate(branches)}
     gate = build_gate(trunk.shape[1:], len(branches), sync_batchnorm=sync_batchnorm)(trunk)

@@ -117,8 +117,9 @@ def test_imagenet_missing_explains_manual_download(tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
-        data.dataset_info("mnist")
+    with pytest.raises(data.DatasetNotFoundError, match="no_such_dataset is neither a built-in dataset .* nor a "
+                       "tensorflow-datasets name"):
+        data.dataset_info("no_such_dataset")
     with pytest.raises(ValueError, match="image_size=64"):
         data.dataset_info("cifar10", image_size=64)
 

@@ -1,0 +1,254 @@
+"""The comparison CLI (ffl_tf/compare.py): its checks and commands in-process, then a comparison end to end with a
+failing run, --keep_going, a kill, the resume, the report against the runs' own files, --report_only and
+--dry_run."""
+
+import json
+import os
+import pathlib
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from absl.testing import flagsaver
+
+from ffl_tf import checkpoint, compare, report, run_dir
+from tests.test_train import REPO_ROOT, cli_env
+
+TIMEOUT = 300
+
+
+@pytest.fixture
+def parse():
+    """Parses a compare command line in-process, from the flags as they were before the test (restored after it)."""
+    saved = [flagsaver.save_flag_values()]
+
+    def parse_(*args: str) -> None:
+        flagsaver.restore_flag_values(saved[0])  # the flags take the saved dicts themselves: save them afresh
+        saved[0] = flagsaver.save_flag_values()
+        compare.parse_flags(["compare", *args])
+
+    yield parse_
+    flagsaver.restore_flag_values(saved[0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods=vanilla,foo"], "--methods: Unknown method 'foo'; choose from: ffl, dml, one, vanilla."),
+    (["--methods=ffl,ffl"], "--methods=ffl,ffl: list each method once"),
+    (["--seeds="], "--seeds=: use distinct non-negative integers"),
+    (["--seeds=0,x"], "--seeds=0,x: use distinct non-negative integers"),
+    (["--seed=1"], "--seed is set by the comparison for each run; use --seeds"),
+    (["--method=dml"], "--method is set by the comparison for each run; use --methods"),
+    (["--temperature=2"], "--temperature: a comparison trains each method with its own defaults"),
+    (["--methods=ffl,one", "--backbones=resnet8,wrn16_2", "--shared_stages=0"],
+     "--methods=one: flags method=one, backbones=['resnet8', 'wrn16_2'], shared_stages=0: --method=one "
+     "--backbones/--shared_stages: ONE's gate reads the shared trunk: use shared_stages >= 1, got 0."),
+    (["--methods=ffl,dml", "--fusion_channels=8"], "--fusion_channels do(es) not apply to --method=dml"),
+])
+def test_bad_comparisons_are_refused_before_any_work(parse, tmp_path, args, message):
+    parse(f"--model_dir={tmp_path / 'cmp'}", *args)
+    with pytest.raises(ValueError) as error:
+        compare.plan()
+    assert message in str(error.value)
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_root_is_required_and_is_not_a_run(parse, tmp_path):
+    parse()
+    with pytest.raises(ValueError, match="--model_dir=ROOT is required"):
+        compare.plan()
+    (tmp_path / run_dir.CONFIG).write_text("{}")
+    parse(f"--model_dir={tmp_path}")
+    with pytest.raises(ValueError, match="is a training run; give the comparison a directory of its own"):
+        compare.plan()
+
+
+def test_runs_go_seed_by_seed_and_each_method_gets_its_own_settings(parse, tmp_path):
+    # Parsing checks the training flags for vanilla (the default method, ffl, would refuse one network), plan()
+    # for each method.
+    parse("--methods=vanilla,dml", "--backbones=resnet8", f"--model_dir={tmp_path}")
+    with pytest.raises(ValueError, match="--methods=dml: .*at least 2 branches"):
+        compare.plan()
+    parse("--methods=vanilla,ffl", "--seeds=3,1", "--backbones=resnet8,resnet8", "--shared_stages=1",
+          "--rampup_epochs=2", "--epochs=7", f"--model_dir={tmp_path}")
+    runs = compare.plan()
+    assert [(r.method, r.seed) for r in runs] == [("vanilla", 3), ("ffl", 3), ("vanilla", 1), ("ffl", 1)]
+    vanilla, ffl = runs[:2]
+    assert vanilla.path == str(tmp_path / "vanilla" / "seed3")
+    assert vanilla.command[:3] == [sys.executable, "-m", "ffl_tf.train"]
+    for run, shared, rampup in [(vanilla, 0, 0.0), (ffl, 1, 2.0)]:
+        args = run.command[3:]
+        assert f"--shared_stages={shared}" in args and f"--rampup_epochs={rampup}" in args
+        assert {f"--method={run.method}", "--seed=3", f"--model_dir={run.path}", "--epochs=7",
+                "--backbones=resnet8,resnet8"} <= set(args)
+        assert len(args) == len({a.split("=")[0] for a in args})  # each flag once
+
+
+def test_a_run_is_finished_when_results_follow_its_last_checkpoint(tmp_path):
+    ckpt_dir = tmp_path / run_dir.CHECKPOINTS
+    ckpt_dir.mkdir()
+    assert not compare.is_finished(str(tmp_path))
+    (ckpt_dir / "epoch-0002.weights.h5").write_text("")
+    (tmp_path / run_dir.RESULTS).write_text(json.dumps({"epochs": 3}))
+    assert not compare.is_finished(str(tmp_path))  # results of a shorter schedule, then resumed
+    (ckpt_dir / "epoch-0002-step-000004.weights.h5").write_text("")
+    assert not compare.is_finished(str(tmp_path))
+    (ckpt_dir / "epoch-0003.weights.h5").write_text("")
+    assert compare.is_finished(str(tmp_path))
+    (tmp_path / run_dir.RESULTS).unlink()
+    assert not compare.is_finished(str(tmp_path))  # killed between its last checkpoint and results.json
+
+
+def fake_runs(parse, tmp_path, monkeypatch, statuses: list[int]) -> list:
+    """Two runs whose training processes are replaced by one that logs a line and returns the next status."""
+    parse(f"--model_dir={tmp_path}", "--methods=vanilla,dml", "--seeds=0")
+    runs = compare.plan()
+
+    def train(run, signals):
+        os.makedirs(run.path, exist_ok=True)
+        (pathlib.Path(run.path) / compare.LOG).write_text("Traceback (most recent call last):\nffl_tf.train: error: "
+                                                          "something broke\n")
+        return statuses.pop(0)
+
+    monkeypatch.setattr(compare, "train", train)
+    return runs
+
+
+def test_a_failed_run_stops_the_comparison_in_one_line(parse, tmp_path, monkeypatch, capsys):
+    runs = fake_runs(parse, tmp_path, monkeypatch, [1, 0])
+    with pytest.raises(SystemExit) as stopped:
+        compare.run_all(runs)
+    log = tmp_path / "vanilla" / "seed0" / compare.LOG
+    assert stopped.value.code == f"ffl_tf.compare: error: vanilla seed 0 failed: ffl_tf.train: error: something " \
+                                 f"broke (log: {log})"
+    assert capsys.readouterr().out.splitlines() == [f"[1/2] vanilla seed 0: started, log {log}",
+                                                    "[1/2] vanilla seed 0: failed (exit status 1) after 0m00s"]
+    assert not (tmp_path / "dml").exists()
+
+
+def test_a_preempted_run_stops_the_comparison_with_status_75(parse, tmp_path, monkeypatch, capsys):
+    runs = fake_runs(parse, tmp_path, monkeypatch, [75, 0])
+    with pytest.raises(SystemExit) as stopped:
+        compare.run_all(runs)
+    assert stopped.value.code == 75 and not (tmp_path / "dml").exists()
+    assert "rerun the same command to continue" in capsys.readouterr().err
+
+
+def run_compare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ffl_tf.compare", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=TIMEOUT, env=cli_env())
+
+
+def start_compare(*args: str) -> subprocess.Popen:
+    """A comparison in a process group of its own (with its training process), to be killed or stopped."""
+    return subprocess.Popen([sys.executable, "-m", "ffl_tf.compare", *args], cwd=REPO_ROOT, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, ckpt_dir: pathlib.Path, after=None) -> tuple:
+    """Waits until the run in `ckpt_dir` has a checkpoint newer than `after`; returns its position."""
+    deadline = time.monotonic() + TIMEOUT
+    while (checkpoint.latest(str(ckpt_dir)) or (None,))[0] in (None, after):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.02)
+    return checkpoint.latest(str(ckpt_dir))[0]
+
+
+def snapshot(root: pathlib.Path, name: str) -> tuple[bytes, int]:
+    """A finished run's train.log and the modification time of its results.json."""
+    run = root / name
+    return (run / compare.LOG).read_bytes(), (run / run_dir.RESULTS).stat().st_mtime_ns
+
+
+def expected_report(root: pathlib.Path, method: str, seeds: list[int]) -> dict:
+    """Means and sample deviations of the headline head, from the runs' own results.json and history.csv."""
+    head = report.HEADLINE_HEADS[method]
+    finals, bests = [], []
+    for seed in seeds:
+        run = root / method / f"seed{seed}"
+        results = json.loads((run / run_dir.RESULTS).read_text())
+        lines = (run / run_dir.HISTORY).read_text().splitlines()
+        column = lines[0].split(",").index(f"val_acc_{head}")
+        finals.append(results["accuracy"][head])
+        bests.append(max(max(float(line.split(",")[column]) for line in lines[1:]), finals[-1]))
+    return {"final": (np.mean(finals), np.std(finals, ddof=1)), "best_epoch": (np.mean(bests), np.std(bests, ddof=1))}
+
+
+def test_comparison_end_to_end(parse, capsys, tmp_path):
+    root = tmp_path / "cmp"
+    flagfile = tmp_path / "tiny.flags"
+    flagfile.write_text("\n".join([
+        "# Two tiny networks on the bundled digits, 3 epochs of 3 steps.", "--dataset=digits",
+        f"--data_dir={tmp_path / 'tfds'}", "--backbones=resnet8,resnet8", "--shared_stages=1", "--rampup_epochs=1",
+        "--epochs=3", "--steps_per_epoch=3", "--batch_size=32", "--eval_batch_size=64", "--lr_decay_epochs=100",
+        "--verbose=2", ""]))
+    args = [f"--flagfile={flagfile}", "--methods=ffl,vanilla", "--seeds=0,1", f"--model_dir={root}"]
+
+    # --dry_run: the four commands, seed by seed, and nothing trained.
+    parse(*args, "--dry_run")
+    compare.main(["compare"])
+    commands = capsys.readouterr().out.splitlines()
+    assert shlex.split(commands[0])[-3:] == ["--method=ffl", "--seed=0", f"--model_dir={root / 'ffl' / 'seed0'}"]
+    assert [c.count("--method=vanilla") for c in commands] == [0, 1, 0, 1] and not root.exists()
+
+    # A run that cannot start (the run directory of an older ffl_tf) fails; --keep_going trains the others,
+    # reports on them and fails at the end, naming the run and its log.
+    ffl0 = root / "ffl" / "seed0"
+    ffl0.mkdir(parents=True)
+    (ffl0 / run_dir.CONFIG).write_text(json.dumps({"model_version": 1}))
+    going = run_compare(*args, "--keep_going")
+    assert going.returncode == 1, going.stderr[-3000:]
+    message = going.stderr.strip().splitlines()[-1]
+    assert message.startswith("ffl_tf.compare: error: 1 run(s) failed: ffl seed 0 failed: ffl_tf.train: error: ")
+    assert "earlier ffl_tf" in message and f"(log: {ffl0 / compare.LOG})" in message
+    assert "Traceback" not in going.stderr
+    assert json.loads((root / report.JSON).read_text())["missing_runs"] == ["ffl/seed0"]
+    finished = {name: snapshot(root, name) for name in ("vanilla/seed0", "ffl/seed1", "vanilla/seed1")}
+    assert (commands[1] + "\n") in finished["vanilla/seed0"][0].decode()  # the command --dry_run printed
+
+    # Repaired: SIGTERM to the comparison stops its training process at the next step, with a checkpoint...
+    (ffl0 / run_dir.CONFIG).unlink()
+    process = start_compare(*args)
+    wait_for_checkpoint(process, ffl0 / run_dir.CHECKPOINTS)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 75 and "rerun the same command to continue" in stderr, stderr[-3000:]
+    assert "Stopped on request" in (ffl0 / compare.LOG).read_text()
+    stopped_at = checkpoint.latest(str(ffl0 / run_dir.CHECKPOINTS))[0]
+
+    # ...then the comparison and its training process are killed, after the next checkpoint...
+    process = start_compare(*args)
+    wait_for_checkpoint(process, ffl0 / run_dir.CHECKPOINTS, after=stopped_at)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert not compare.is_finished(str(ffl0))
+
+    # ...and rerunning it resumes that run, without touching the finished ones.
+    resumed = run_compare(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("finished earlier, skipped") == 3
+    assert {name: snapshot(root, name) for name in finished} == finished
+    assert (ffl0 / compare.LOG).read_text().count("Resuming from") == 2
+    assert json.loads((ffl0 / run_dir.RESULTS).read_text())["steps"] == 9
+
+    summary = json.loads((root / report.JSON).read_text())
+    assert summary["missing_runs"] == []
+    for method in ("ffl", "vanilla"):
+        stats = summary["methods"][method]["accuracy"][report.HEADLINE_HEADS[method]]
+        for key, (mean, std) in expected_report(root, method, [0, 1]).items():
+            assert stats[key]["n"] == 2
+            np.testing.assert_allclose([stats[key]["mean"], stats[key]["std"]], [mean, std], rtol=1e-9, atol=1e-12)
+    markdown = (root / report.MARKDOWN).read_text()
+    assert "| ffl | resnet8,resnet8 | fused |" in markdown and (root / report.PLOT).stat().st_size > 10_000
+
+    # --report_only writes the same report again from the runs alone.
+    for name in (report.JSON, report.MARKDOWN, report.CSV, report.PLOT):
+        (root / name).unlink()
+    parse(*args, "--report_only")
+    compare.main(["compare"])
+    assert json.loads((root / report.JSON).read_text()) == summary
+    assert (root / report.MARKDOWN).read_text() == markdown and (root / report.PLOT).exists()
+    assert {name: snapshot(root, name) for name in finished} == finished

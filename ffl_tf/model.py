@@ -4,7 +4,10 @@ Every method (FFL, DML, ONE, vanilla; `ffl_tf/methods/`) builds its network with
 returns it as a `DistillationModel`; `compile()` takes the method's loss, as keras.io's "Knowledge
 Distillation" example's `Distiller.compile` takes its distillation loss. The train step adds what every
 method shares: the ramp-up weight w(e), L2 weight decay, loss scaling for mixed precision, the division
-by the number of replicas, and metrics that are exact global means under any distribution strategy.
+by the number of replicas, and metrics that are exact global values under any distribution strategy.
+Evaluation adds metrics of its own, which the train step never touches: each head's expected calibration
+error (`ece_<head>`) and the branches' mean pairwise disagreement (`disagreement`), logged by Keras as
+`val_ece_<head>` and `val_disagreement` every epoch.
 """
 
 from collections.abc import Callable
@@ -14,12 +17,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from ffl_tf import calibration, keras_compat, losses
 from ffl_tf import heads as head_names
-from ffl_tf import keras_compat, losses
 
 # The module whose weights take `fusion_weight_decay` instead of `weight_decay` (FFL's fusion module).
 FUSION = "fusion"
 
+# The evaluation metric of the branches' mean pairwise disagreement (models with several branches).
+DISAGREEMENT = "disagreement"
 # distillation_loss(heads, labels, *, kd_weight, sample_weight) -> (total, {part: value}).
 DistillationLoss = Callable[..., tuple]
 
@@ -78,6 +83,11 @@ class DistillationModel(keras_compat.LazyOptimizerBuild, keras.Model):
             name: keras.metrics.SparseCategoricalAccuracy(name=f"acc_{name}") for name in self.heads
         }
         self.accuracy_metrics[head_names.BRANCH_MEAN] = keras.metrics.Mean(name=f"acc_{head_names.BRANCH_MEAN}")
+        self.evaluation_metrics = {
+            f"ece_{name}": calibration.ExpectedCalibrationError(name=f"ece_{name}") for name in self.heads
+        }
+        if len(self.branch_heads) > 1:
+            self.evaluation_metrics[DISAGREEMENT] = keras.metrics.Mean(name=DISAGREEMENT)
 
     def _loss_parts(self) -> list[str]:
         """The names of the loss's parts, from one call on a tiny batch of zeros."""
@@ -89,6 +99,13 @@ class DistillationModel(keras_compat.LazyOptimizerBuild, keras.Model):
     def metrics(self) -> list:
         # Listing them here makes fit()/evaluate() reset them at the start of every epoch.
         return [*self.loss_metrics.values(), *self.accuracy_metrics.values()]
+
+    def reset_metrics(self) -> None:
+        # The evaluation-only metrics are not in `metrics`, so the train step's logs and Keras's handling
+        # of them stay as they are; fit() and evaluate() reset them here, with the others.
+        super().reset_metrics()
+        for metric in getattr(self, "evaluation_metrics", {}).values():
+            metric.reset_state()
 
     def epoch(self):
         """The current fractional epoch, from the optimizer's step count (so it survives a resume)."""
@@ -128,10 +145,15 @@ class DistillationModel(keras_compat.LazyOptimizerBuild, keras.Model):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         heads = self(images, training=False)
         loss, parts = self.compute_distillation_loss(heads, labels, sample_weight)
-        return self.update_distillation_metrics(heads, labels, loss, parts, sample_weight)
+        return self.update_distillation_metrics(heads, labels, loss, parts, sample_weight, evaluation=True)
 
-    def update_distillation_metrics(self, heads: dict, labels, loss, parts: dict, sample_weight=None) -> dict:
-        """Accumulates weighted means (padding has weight 0) and returns every metric's global value."""
+    def update_distillation_metrics(
+        self, heads: dict, labels, loss, parts: dict, sample_weight=None, *, evaluation: bool = False
+    ) -> dict:
+        """Accumulates weighted means (padding has weight 0) and returns every metric's global value.
+
+        With `evaluation`, also the evaluation-only metrics: ECE per head and the branches' disagreement.
+        """
         if sample_weight is None:
             sample_weight = ops.ones(ops.shape(labels), "float32")
         sample_weight = ops.cast(sample_weight, "float32")
@@ -147,15 +169,36 @@ class DistillationModel(keras_compat.LazyOptimizerBuild, keras.Model):
         self.accuracy_metrics[head_names.BRANCH_MEAN].update_state(
             ops.mean(ops.stack(correct), axis=0), sample_weight=sample_weight
         )
-        # Every metric is a weighted mean: summing (total, count) over replicas gives every replica the
-        # global value, so logs are exact with uneven weights and under multi-worker training.
-        metrics = self.metrics
-        totals = ops.stack([ops.cast(m.total, "float32") for m in metrics])
-        counts = ops.stack([ops.cast(m.count, "float32") for m in metrics])
+        if not evaluation:
+            return self._global_results(self.metrics)
+        for name in self.heads:
+            self.evaluation_metrics[f"ece_{name}"].update_state(labels, heads[name], sample_weight=sample_weight)
+        if DISAGREEMENT in self.evaluation_metrics:
+            self.evaluation_metrics[DISAGREEMENT].update_state(
+                calibration.disagreement_per_example([heads[name] for name in self.branch_heads]),
+                sample_weight=sample_weight,
+            )
+        return self._global_results([*self.metrics, *self.evaluation_metrics.values()])
+
+    def _global_results(self, metrics: list) -> dict:
+        """Every metric's value over all replicas, from one all-reduce of the metrics' states.
+
+        A weighted mean's state is (total, count), an ECE's its per-bin sums: all are sums over examples,
+        so summing them over replicas gives every replica the global value, exact with uneven weights
+        and under multi-worker training.
+        """
+        means = [m for m in metrics if not isinstance(m, calibration.ExpectedCalibrationError)]
+        binned = [m for m in metrics if isinstance(m, calibration.ExpectedCalibrationError)]
+        states = [ops.stack([ops.cast(m.total, "float32") for m in means]),
+                  ops.stack([ops.cast(m.count, "float32") for m in means]),
+                  *(ops.reshape(ops.cast(m.bins, "float32"), [-1]) for m in binned)]
         replica = tf.distribute.get_replica_context()
-        totals, counts = tf.unstack(replica.all_reduce("sum", ops.stack([totals, counts])))
-        results = keras_compat.worker_logs(ops.divide_no_nan(totals, counts))
-        return {m.name: results[i] for i, m in enumerate(metrics)}
+        states = tf.split(replica.all_reduce("sum", ops.concatenate(states)), [int(s.shape[0]) for s in states])
+        totals, counts, *bins = states
+        eces = [calibration.ece_from_bins(ops.reshape(b, m.bins.shape)) for b, m in zip(bins, binned)]
+        values = [ops.divide_no_nan(totals, counts), *(ops.reshape(ece, [1]) for ece in eces)]
+        results = keras_compat.worker_logs(ops.concatenate(values))
+        return {m.name: results[i] for i, m in enumerate([*means, *binned])}
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

@@ -26,12 +26,14 @@ from ffl_tf import (
     distribute,
     heads,
     methods,
+    models,
+    plots,
     preemption,
     run_dir,
     train_flags,
 )
 from ffl_tf.data import pipeline
-from ffl_tf.model import DistillationModel, parameter_counts
+from ffl_tf.model import DISAGREEMENT, DistillationModel, parameter_counts
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(train_flags)  # --help lists them
@@ -54,12 +56,20 @@ def steps_per_epoch(num_train: int, training: dict) -> int:
 
 
 def build_or_restore(
-    config: dict, model_dir: str, strategy: tf.distribute.Strategy, steps: int, *, chief: bool
+    config: dict, model_dir: str, strategy: tf.distribute.Strategy, steps: int, *, chief: bool, flags_text: str | None
 ) -> tuple[DistillationModel, checkpoint.Position]:
-    """The compiled model with the newest readable checkpoint restored; returns (model, its position)."""
+    """The compiled model with the newest readable checkpoint restored; returns (model, its position).
+
+    The run's config.json (and flags.txt) are written once the model is built, so a network that cannot be
+    built leaves no run behind.
+    """
     training = config["training"]
     with strategy.scope():
         model = run_dir.build_model(config)
+        if chief:
+            atomic.write_json(os.path.join(model_dir, run_dir.CONFIG), config)
+            if flags_text is not None:
+                atomic.write_text(os.path.join(model_dir, run_dir.FLAGS_FILE), flags_text)
         optimizer = keras.optimizers.SGD(
             learning_rate_schedule(training, steps), momentum=training["momentum"], nesterov=training["nesterov"]
         )
@@ -131,13 +141,16 @@ def fit(model, config: dict, source: data.Source, strategy, steps: int, position
 
 
 def evaluate(model, config: dict, source: data.Source, evaluation: tuple, throughput: list[float]) -> dict:
-    """results.json: accuracy per head on the evaluation split, loss, parameter counts, throughput."""
+    """results.json: accuracy, calibration (ECE) per head and the branches' disagreement on the evaluation
+    split, loss, parameter counts, throughput."""
     eval_ds, steps = evaluation
     evaluation = model.evaluate(eval_ds, steps=steps, return_dict=True, verbose=0)
     reported = heads.reported_heads(config["method"], len(config["model"]["backbones"]))
     return {
         "method": config["method"],
         "accuracy": {head: float(evaluation[f"acc_{head}"]) for head in reported},
+        "calibration": {"ece": {head: float(evaluation[f"ece_{head}"]) for head in model.heads}},
+        "disagreement": float(evaluation[DISAGREEMENT]) if DISAGREEMENT in evaluation else None,
         "trainable_parameters": parameter_counts(model),
         "throughput": {"train_images_per_second": float(np.median(throughput)) if throughput else None},
         "eval_loss": float(evaluation["loss"]),
@@ -149,14 +162,17 @@ def evaluate(model, config: dict, source: data.Source, evaluation: tuple, throug
 
 
 def train(config: dict, model_dir: str, strategy: tf.distribute.Strategy, source: data.Source, *,
-          verbose="auto") -> tuple[DistillationModel, dict]:
-    """Trains (or resumes) the run described by `config` in `model_dir`; returns (model, results)."""
+          flags_text: str | None = None, verbose="auto") -> tuple[DistillationModel, dict]:
+    """Trains (or resumes) the run described by `config` in `model_dir`; returns (model, results).
+
+    `flags_text` (the command's flags in flagfile syntax) is saved as RUN/flags.txt.
+    """
     training = config["training"]
     chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(training["seed"])
     keras.mixed_precision.set_global_policy(training["mixed_precision"])
     steps = steps_per_epoch(source.info.num_train, training)
-    model, position = build_or_restore(config, model_dir, strategy, steps, chief=chief)
+    model, position = build_or_restore(config, model_dir, strategy, steps, chief=chief, flags_text=flags_text)
     logging.info("%s, %s: %d branches %s; trainable parameters %s; %d train / %d eval examples; %d steps/epoch, "
                  "%d replicas", config["method"], source.info.name, len(config["model"]["backbones"]),
                  config["model"]["backbones"], parameter_counts(model), source.info.num_train, source.info.num_eval,
@@ -173,6 +189,7 @@ def train(config: dict, model_dir: str, strategy: tf.distribute.Strategy, source
     results = evaluate(model, config, source, evaluation, throughput)
     if chief:
         atomic.write_json(os.path.join(model_dir, run_dir.RESULTS), results)
+        plots.write_run_plots(model_dir)
     return model, results
 
 
@@ -199,8 +216,6 @@ def start(model_dir: str) -> tuple[tf.distribute.Strategy, data.Source, dict]:
     run_dir.check_resumable(model_dir, config)
     if distribute.is_chief(strategy):
         run_dir.prepare(model_dir)
-        atomic.write_json(os.path.join(model_dir, run_dir.CONFIG), config)
-        atomic.write_text(os.path.join(model_dir, run_dir.FLAGS_FILE), serialized_flags())
     logging.info("Run directory: %s", os.path.abspath(model_dir))
     return strategy, source, config
 
@@ -219,11 +234,11 @@ def main(argv: list[str]) -> None:
     except (ValueError, data.DatasetNotFoundError, run_dir.RunError) as error:  # bad input, before any work
         sys.exit(f"ffl_tf.train: error: {error}")
     try:
-        _, results = train(config, model_dir, strategy, source, verbose=verbose)
+        _, results = train(config, model_dir, strategy, source, flags_text=serialized_flags(), verbose=verbose)
     except preemption.Preempted as stopped:
         print(f"ffl_tf.train: {stopped}", file=sys.stderr)
         sys.exit(preemption.EXIT_STATUS)
-    except (data.DatasetNotFoundError, run_dir.RunError, checkpoint.CheckpointError,
+    except (data.DatasetNotFoundError, run_dir.RunError, checkpoint.CheckpointError, models.BackboneError,
             callbacks.NonFiniteLossError) as error:
         sys.exit(f"ffl_tf.train: error: {_explain(error, model_dir)}")
     if distribute.is_chief(strategy):

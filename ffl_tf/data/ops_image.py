@@ -111,5 +111,20 @@ def decode_file_at_size(path: tf.Tensor, size: int) -> tf.Tensor:
     return tf.ensure_shape(image, (size, size, 3))
 
 
+def decode_file_for_eval(path: tf.Tensor | str, *, size: int, crop: bool, channels: int = 3) -> tf.Tensor:
+    """Decodes an image file to uint8 [size, size, channels] the way an image folder's evaluation does.
+
+    One image file (to predict, explain or evaluate) then reaches the model exactly as evaluation feeds it:
+    crop=False (image folders of small images, cached): the whole image, resized to size x size if it
+    differs (`decode_file_at_size`); crop=True (larger images): the central 224/256 of the shorter side,
+    resized (`center_crop`). channels=1 (grey-scale models, e.g. digits') converts the result to grey.
+    """
+    image = center_crop(decode_file(path), size=size) if crop else decode_file_at_size(path, size)
+    if channels == 1:
+        grey = tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))
+        return tf.saturate_cast(tf.round(grey), tf.uint8)
+    return image
+
+
 def identity(image: tf.Tensor) -> tf.Tensor:
     return image

@@ -1,0 +1,171 @@
+"""Predicts the top-k classes of image files with every head (or one) of a trained run.
+
+    python -m ffl_tf.predict --model_dir=RUN IMAGE_OR_FOLDER... [--head=fused] [--top_k=5] [--format=table|json]
+
+Folders are searched recursively for .png/.jpg/.jpeg files (in sorted order); a file named on the command
+line is read whatever its extension. Every image reaches the model exactly as the run's evaluation feeds
+its images (`decode_image`): for runs on images up to 64 px (CIFAR, digits, small image folders) the
+whole image is resized to the run's size, for larger ones its central 224/256 is cropped and resized;
+grey-scale runs get it converted to grey. The newest readable checkpoint is used, or --checkpoint.
+
+Files that cannot be decoded are skipped: one line on stderr names them and the other images are still
+predicted (exit status 0), so one bad file in a folder does not hide the rest; if no file can be decoded,
+the command fails. `--format=json` prints {"predictions": [{"image", "heads": {head: [{"class", "index",
+"probability"}, ...]}}], "skipped": [...]} for scripts.
+"""
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from ffl_tf import heads, run_dir
+from ffl_tf.data import ops_image
+from ffl_tf.data.image_folder import IMAGE_EXTENSIONS
+from ffl_tf.data.tfds_sources import SMALL_IMAGE_SIZE
+from ffl_tf.model import head_model
+
+FLAGS = flags.FLAGS
+BATCH_SIZE = 64
+
+
+def class_names(config: dict) -> list[str]:
+    """The run's class names, or the class ids as strings for runs that did not record them."""
+    return config.get("class_names") or [str(k) for k in range(config["model"]["num_classes"])]
+
+
+def image_files(paths: Sequence[str]) -> list[str]:
+    """`paths` with every folder replaced by its .png/.jpg/.jpeg files (recursively, sorted).
+
+    Raises ValueError naming a path that does not exist or a folder without images.
+    """
+    files = []
+    for path in paths:
+        if os.path.isfile(path):
+            files.append(path)
+        elif os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, name) for root, _, names in os.walk(path) for name in names
+                if name.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            if not found:
+                raise ValueError(f"{path} holds no {'/'.join(IMAGE_EXTENSIONS)} files (searched recursively).")
+            files += found
+        else:
+            raise ValueError(f"{path} does not exist. Pass image files or folders of images.")
+    return files
+
+
+def eval_decoder(image_shape: Sequence[int]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """path -> the uint8 image the run's evaluation pipeline makes of that file (usable in tf.data maps).
+
+    Small images (up to SMALL_IMAGE_SIZE, cached by the pipelines) are resized whole, larger ones
+    centre-cropped, as `image_folder` sources decide.
+    """
+    size, channels = image_shape[0], image_shape[-1]
+    return functools.partial(ops_image.decode_file_for_eval, size=size, crop=size > SMALL_IMAGE_SIZE, channels=channels)
+
+
+def decode_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
+    """The uint8 [height, width, channels] image the run's evaluation pipeline would make of this file."""
+    return eval_decoder(image_shape)(path).numpy()
+
+
+def load_images(paths: Sequence[str], image_shape: Sequence[int]) -> tuple[np.ndarray, list[str], list[str]]:
+    """(images [N, ...] uint8, the N paths decoded, the paths that could not be decoded)."""
+    images, decoded, bad = [], [], []
+    for path in paths:
+        try:
+            images.append(decode_image(path, image_shape))
+            decoded.append(path)
+        except tf.errors.OpError:  # unreadable, not an image, or truncated
+            bad.append(path)
+    empty = np.zeros((0, *image_shape), np.uint8)
+    return (np.stack(images) if images else empty), decoded, bad
+
+
+def probabilities(model: keras.Model, images: np.ndarray, head: str | None = None) -> dict[str, np.ndarray]:
+    """{head: softmax probabilities [N, classes]} for every head of `model`, or only `head`."""
+    network = head_model(model, head) if head else model
+    outputs = [network(images[i : i + BATCH_SIZE], training=False) for i in range(0, len(images), BATCH_SIZE)]
+    if head:
+        outputs = [{head: logits} for logits in outputs]
+    return {name: np.concatenate([keras.ops.convert_to_numpy(keras.ops.softmax(o[name])) for o in outputs])
+            for name in outputs[0]}
+
+
+def top_k(probs: dict[str, np.ndarray], names: Sequence[str], k: int) -> list[dict[str, list[dict]]]:
+    """Per image, {head: the k most probable classes as {"class", "index", "probability"}, best first}."""
+    ranked = {head: np.argsort(-p, axis=-1, kind="stable")[:, :k] for head, p in probs.items()}
+    return [
+        {head: [{"class": names[c], "index": int(c), "probability": float(probs[head][i, c])} for c in order[i]]
+         for head, order in ranked.items()}
+        for i in range(len(next(iter(probs.values()))))
+    ]
+
+
+def table(paths: Sequence[str], predictions: list[dict]) -> str:
+    """A readable block per image: one line per head with its top classes and probabilities."""
+    lines = []
+    for path, by_head in zip(paths, predictions):
+        width = max(len(head) for head in by_head)
+        lines.append(path)
+        for head, ranked in by_head.items():
+            cells = "  ".join(f"{p['class']} {p['probability']:6.1%}" for p in ranked)
+            lines.append(f"  {head:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
+def predict(model_dir: str, paths: Sequence[str], *, head: str | None = None, k: int = 5,
+            checkpoint_path: str | None = None) -> dict:
+    """{"predictions": [{"image", "heads"}], "skipped": [undecodable paths]} for the images in `paths`."""
+    config = run_dir.read_config(model_dir)
+    valid = heads.model_heads(config.get("method", "ffl"), len(config["model"]["backbones"]))
+    if head is not None and head not in valid:
+        raise ValueError(f"--head={head} is not a head of this run; choose one of: {', '.join(valid)}.")
+    files = image_files(paths)
+    images, decoded, bad = load_images(files, config["model"]["image_shape"])
+    if not decoded:
+        raise ValueError(f"None of the {len(files)} files can be decoded as an image: {', '.join(files[:5])}.")
+    model, config = run_dir.load_trained_model(model_dir, checkpoint_path)
+    ranked = top_k(probabilities(model, images, head), class_names(config), k)
+    return {"predictions": [{"image": p, "heads": r} for p, r in zip(decoded, ranked)], "skipped": bad}
+
+
+def define_flags() -> None:
+    """Defined only when run as a program, so importing this module never clashes with other CLIs' flags."""
+    flags.DEFINE_string("model_dir", None, "Required: the run directory written by `python -m ffl_tf.train`.")
+    flags.DEFINE_string("head", None, "Only this head (branch_<k>, ensemble, fused); default: every head.")
+    flags.DEFINE_integer("top_k", 5, "Classes shown per head, most probable first.", lower_bound=1)
+    flags.DEFINE_enum("format", "table", ["table", "json"], "table: readable; json: for scripts.")
+    flags.DEFINE_string("checkpoint", None, "A .weights.h5 checkpoint of the run; default: its newest readable one.")
+    flags.mark_flags_as_required(["model_dir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2:
+        raise app.UsageError("Pass at least one image file or folder after the flags.")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        result = predict(FLAGS.model_dir, argv[1:], head=FLAGS.head, k=FLAGS.top_k, checkpoint_path=FLAGS.checkpoint)
+    except (run_dir.RunError, ValueError) as error:
+        sys.exit(f"ffl_tf.predict: error: {error}")
+    if result["skipped"]:
+        print(f"ffl_tf.predict: skipped {len(result['skipped'])} file(s) that cannot be decoded as images: "
+              f"{', '.join(result['skipped'])}", file=sys.stderr)
+    if FLAGS.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(table([p["image"] for p in result["predictions"]], [p["heads"] for p in result["predictions"]]))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

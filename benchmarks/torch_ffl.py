@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import timing  # benchmarks/timing.py: this file runs by path, so its directory is on sys.path
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +45,6 @@ WEIGHT_DECAY = 1e-4
 FUSION_WEIGHT_DECAY = 1e-5
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 # Wall clock is what training waits for; the process's CPU time (all threads) is less sensitive to load.
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -314,10 +314,8 @@ def build(memory_format: str, seed: int, num_classes: int) -> FFLNet:
 
 
 def fixed_batch(batch_size: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch vs_pytorch.py's ffl_tf worker trains on (same generator and seed): uint8 NHWC images, int64 labels."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(batch_size, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, num_classes, size=(batch_size,), dtype=np.int64)
+    """The batch vs_pytorch.py's ffl_tf worker trains on (timing.fixed_batch): uint8 NHWC images, int64 labels."""
+    images, labels = timing.fixed_batch(batch_size, num_classes, (32, 32, 3), seed)
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
@@ -359,17 +357,6 @@ def check(reference_file: str, memory_format: str) -> dict:
     }
 
 
-def time_steps(step: Callable[[], float], steps: int) -> dict[str, list[float]]:
-    """Seconds of each of `steps` consecutive calls of `step`, on each clock of `CLOCKS`."""
-    times: dict[str, list[float]] = {clock: [] for clock in CLOCKS}
-    for _ in range(steps):
-        start = {clock: read() for clock, read in CLOCKS.items()}
-        step()
-        for clock, read in CLOCKS.items():
-            times[clock].append(read() - start[clock])
-    return times
-
-
 def serve(args: argparse.Namespace, reply: Callable[[dict], None]) -> None:
     """A timing worker: builds the network, takes one untimed step, replies {"ready": info}, then answers
     each request line {"steps": K} on standard input with {"wall": [...], "cpu": [...]} (seconds per step),
@@ -403,7 +390,7 @@ def serve(args: argparse.Namespace, reply: Callable[[dict], None]) -> None:
         request = json.loads(line)
         if request.get("quit"):
             break
-        reply(time_steps(step, int(request["steps"])))
+        reply(timing.time_steps(step, int(request["steps"])))
 
 
 def reply_channel() -> Callable[[dict], None]:

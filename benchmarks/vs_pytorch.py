@@ -41,7 +41,6 @@ Needs `pip install -r benchmarks/requirements.txt` (PyTorch; ffl_tf itself never
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from benchmarks.common import compile_ffl
+from benchmarks import timing
+from benchmarks.common import compile_ffl, train_step_fn
 from ffl_tf import methods
 from ffl_tf.methods.ffl import build_ffl_model
 from ffl_tf.model import DistillationModel
@@ -78,9 +78,7 @@ LOGIT_TOLERANCE = 1e-4
 LOSS_TOLERANCE = 1e-4
 AFTER_STEP_TOLERANCE = 2e-3
 # CPU features that decide which bfloat16 kernels oneDNN can use (absent ones are listed too).
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "avx_vnni")
 # Wall clock is what training waits for; the process's CPU time (all threads) is less sensitive to load.
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("rounds", 10, "Alternating rounds; each times every worker in turn.")
@@ -125,33 +123,6 @@ def build_keras_ffl(mode: str, seed: int) -> DistillationModel:
     return model
 
 
-def fixed_batch(batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One batch of random uint8 images and int64 labels; torch_ffl.fixed_batch makes the same one."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(batch_size, *IMAGE_SHAPE), dtype=np.uint8)
-    labels = rng.integers(0, NUM_CLASSES, size=(batch_size,), dtype=np.int64)
-    return images, labels
-
-
-def keras_step(model: keras.Model, batch: tuple) -> Callable[[], float]:
-    """One call of the model's compiled train function on `batch` (the path `fit()` takes); returns the loss."""
-    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
-    model.make_train_function()
-    train_function = model.train_function
-    return lambda: float(train_function(iterator)["loss"])
-
-
-def time_steps(step: Callable[[], float], steps: int) -> dict[str, list[float]]:
-    """Seconds of each of `steps` consecutive calls of `step`, on each clock of `CLOCKS`."""
-    times: dict[str, list[float]] = {clock: [] for clock in CLOCKS}
-    for _ in range(steps):
-        start = {clock: read() for clock, read in CLOCKS.items()}
-        step()
-        for clock, read in CLOCKS.items():
-            times[clock].append(read() - start[clock])
-    return times
-
-
 def reply_channel() -> Callable[[dict], None]:
     """A function writing one JSON line to the original standard output, which from now on only it uses
     (file descriptor 1 becomes a copy of standard error, so nothing a library prints corrupts the answers).
@@ -168,7 +139,7 @@ def keras_worker(mode: str) -> None:
     reply = reply_channel()
     configure_tensorflow(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     model = build_keras_ffl(mode, FLAGS.seed)
-    step = keras_step(model, fixed_batch(FLAGS.batch_size, FLAGS.seed))
+    step = train_step_fn(model, timing.fixed_batch(FLAGS.batch_size, NUM_CLASSES, IMAGE_SHAPE, FLAGS.seed))
     start = time.perf_counter()
     step()
     reply({"ready": {
@@ -184,7 +155,7 @@ def keras_worker(mode: str) -> None:
         request = json.loads(line)
         if request.get("quit"):
             break
-        reply(time_steps(step, int(request["steps"])))
+        reply(timing.time_steps(step, int(request["steps"])))
 
 
 def keras_weights(model: keras.Model) -> dict[str, np.ndarray]:
@@ -208,13 +179,13 @@ def write_reference(path: str, batch_size: int, seed: int) -> None:
     """
     configure_tensorflow(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
     model = build_keras_ffl("float32", seed)
-    images, labels = fixed_batch(batch_size, seed)
+    images, labels = timing.fixed_batch(batch_size, NUM_CLASSES, IMAGE_SHAPE, seed)
     arrays = {f"weights/{key}": value for key, value in keras_weights(model).items()}
     arrays.update({f"eval/{name}": np.asarray(z) for name, z in model(images, training=False).items()})
     train = loss_parts(model, images, labels)
     _, parts = model.compute_distillation_loss(model(images, training=False), labels)
     train["l2"] = float(parts["l2"])
-    keras_step(model, (images, labels))()
+    train_step_fn(model, (images, labels))()
     after_step = loss_parts(model, images, labels)
     arrays.update({f"train/{name}": np.float64(value) for name, value in train.items()})
     arrays.update({f"after_step/{name}": np.float64(value) for name, value in after_step.items()})
@@ -344,38 +315,11 @@ def start_workers(sides: Sequence[str], modes: Sequence[str], weights: str | Non
     return workers
 
 
-def run_rounds(workers: list[Worker], rounds: int, steps_per_round: int) -> dict[str, list[dict]]:
-    """{worker name: [its `time_steps` result in each round]}; the first worker rotates from round to round."""
-    times: dict[str, list[dict]] = {worker.name: [] for worker in workers}
-    for r in range(rounds):
-        for worker in workers[r % len(workers):] + workers[:r % len(workers)]:
-            times[worker.name].append(worker.time(steps_per_round))
-        print(f"round {r + 1}/{rounds}: " + ", ".join(
-            f"{name} {1e3 * statistics.median(t[-1]['wall']):.0f} ms" for name, t in times.items()), flush=True)
-    return times
-
-
-def median_step(rounds: list[dict], clock: str) -> float:
-    """The median seconds per step over every step of every round."""
-    return statistics.median(t for r in rounds for t in r[clock])
-
-
-def paired_ratio(slow: list[dict], fast: list[dict], clock: str) -> str:
-    """How many times faster `fast` is than `slow`: median of the per-round ratios (min-max), and the ratio of medians.
-
-    Per-round ratios compare steps taken seconds apart, so their median resists the load other processes
-    put on the machine for part of the run; a wide min-max says the run was disturbed.
-    """
-    per_round = [statistics.median(s[clock]) / statistics.median(f[clock]) for s, f in zip(slow, fast)]
-    return (f"{statistics.median(per_round):.3f} ({min(per_round):.3f}-{max(per_round):.3f}; "
-            f"{median_step(slow, clock) / median_step(fast, clock):.3f})")
-
-
 def report(workers: list[Worker], times: dict[str, list[dict]], batch_size: int) -> str:
     """Per worker: step time on both clocks and images/s; then ffl_tf/PyTorch per mode and bf16/float32 per side."""
     lines = [f"{'worker':<18}{'wall ms/step':>13}{'images/s':>10}{'CPU ms/step':>13}{'CPU/wall':>9}"]
     for worker in workers:
-        wall, cpu = median_step(times[worker.name], "wall"), median_step(times[worker.name], "cpu")
+        wall, cpu = timing.median_step(times[worker.name], "wall"), timing.median_step(times[worker.name], "cpu")
         lines.append(f"{worker.name:<18}{1e3 * wall:>13.1f}{batch_size / wall:>10.1f}{1e3 * cpu:>13.1f}"
                      f"{cpu / wall:>9.2f}")
     by_key = {(w.side, w.mode): times[w.name] for w in workers}
@@ -387,22 +331,8 @@ def report(workers: list[Worker], times: dict[str, list[dict]], batch_size: int)
     for clock, title in (("wall", "wall clock"), ("cpu", "CPU time (the process's, all threads)")):
         if pairs:
             lines.append(f"-- ratios, {title}: median of per-round ratios (range; ratio of the medians)")
-        lines += [f"{label}: {paired_ratio(slow, fast, clock)}" for label, slow, fast in pairs]
+        lines += [f"{label}: {timing.paired_ratio(slow, fast, clock)}" for label, slow, fast in pairs]
     return "\n".join(lines)
-
-
-def cpu_description() -> str:
-    """The CPU's model name, family and model numbers (a hypervisor may show a bare name), and which of
-    `ISA_FLAGS` it has (from the first processor of /proc/cpuinfo)."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    fields = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    present = set(fields.get("flags", "").split())
-    flags_text = ", ".join(f"{flag} {'yes' if flag in present else 'no'}" for flag in ISA_FLAGS)
-    return (f"CPU: {fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, model "
-            f"{fields.get('model', '?')}), {os.cpu_count()} CPUs; {flags_text}")
 
 
 def describe(workers: list[Worker]) -> str:
@@ -432,7 +362,7 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.worker == "keras_reference":
         return write_reference(FLAGS.output, FLAGS.batch_size, FLAGS.seed)
     validate_flags()
-    print(cpu_description())
+    print(timing.cpu_description())
     print(f"batch {FLAGS.batch_size}, {NUM_CLASSES} classes, {'x'.join(map(str, IMAGE_SHAPE))}; modes "
           f"{','.join(FLAGS.modes)}; sides {','.join(FLAGS.sides)}; {FLAGS.rounds} rounds x {FLAGS.steps_per_round} "
           f"steps after {FLAGS.warmup_steps} warm-up steps; load average at the start "
@@ -449,7 +379,7 @@ def main(argv: Sequence[str]) -> None:
         print(describe(workers))
         for worker in workers:
             worker.time(FLAGS.warmup_steps)
-        times = run_rounds(workers, FLAGS.rounds, FLAGS.steps_per_round)
+        times = timing.run_rounds({w.name: w.time for w in workers}, FLAGS.rounds, FLAGS.steps_per_round)
     finally:
         for worker in workers:
             worker.close()

@@ -76,7 +76,7 @@ _flag("training", "integer", "steps_per_epoch", None, "Cap on training steps per
       "the training split).", lower_bound=1)
 _flag("training", "integer", "batch_size", 128, "Global training batch size (split across replicas; a multiple "
       "of their number).", lower_bound=1)
-_flag("training", "integer", "eval_batch_size", 100, "Global evaluation batch size (a multiple of the number of "
+_flag("training", "integer", "eval_batch_size", 500, "Global evaluation batch size (a multiple of the number of "
       "replicas).", lower_bound=1)
 _flag("training", "float", "learning_rate", 0.1, "SGD learning rate at --lr_base_batch_size images per step; "
       "scaled linearly with --batch_size.", lower_bound=0.0)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import keras
 
+from ffl_tf.models.batch_norm import BatchNorm
+
 # True only inside `keras_same_padding()`: strided layers then use Keras "same" padding.
 _keras_same_padding = False
 
@@ -92,10 +94,9 @@ def max_pool(x, pool_size: int, stride: int, *, name: str) -> "keras.KerasTensor
 
 
 def batch_norm(*, sync: bool, name: str) -> keras.layers.BatchNormalization:
-    """Batch norm with PyTorch's momentum (0.1) and epsilon; `sync` averages statistics across replicas."""
-    return keras.layers.BatchNormalization(
-        momentum=0.9, epsilon=1e-5, synchronized=sync, name=name
-    )
+    """Batch norm with PyTorch's momentum (0.1) and epsilon, computed by the fused kernel (`BatchNorm`);
+    `sync` averages statistics across replicas."""
+    return BatchNorm(momentum=0.9, epsilon=1e-5, synchronized=sync, name=name)
 
 
 def conv_bn(x, filters: int, kernel_size: int, stride: int = 1, *, sync_bn: bool, name: str) -> "keras.KerasTensor":

@@ -9,6 +9,8 @@ untrained, randomly perturbed weights: latency depends on the architecture, not 
   LiteRT float32 branch  the same unquantized (separates the runtime's gain from quantization's)
   Keras branch / fused   `model(x, training=False)` inside a `tf.function` (no per-call retracing, unlike
                          eager calls), result fetched with .numpy()
+  ..., Keras pad         the int8 branch and the Keras fused model built with Keras "same" padding (the
+                         code before the explicit PyTorch padding), same weights: what the padding costs
 
 Each round times every contender `--runs_per_round` times, one call at a time, in a rotating order; the
 figure is the median over all rounds. Both runtimes use `--num_threads` threads.
@@ -30,6 +32,7 @@ from ai_edge_litert.interpreter import Interpreter
 from export import tflite
 from ffl_tf.methods.ffl import build_ffl_model
 from ffl_tf.model import head_model
+from ffl_tf.models import layers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backbones", ["resnet32", "resnet32"], "One backbone per branch.")
@@ -41,6 +44,8 @@ flags.DEFINE_integer("rounds", 20, "Rounds; each times every contender in turn."
 flags.DEFINE_integer("runs_per_round", 25, "Timed single-image calls per contender in each round.")
 flags.DEFINE_integer("num_threads", os.cpu_count(), "Threads of LiteRT and of TensorFlow's intra-op pool.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the calibration images and the timed image.")
+flags.DEFINE_bool("padding_before", True, "Also time the int8 branch and the Keras fused model built with Keras "
+                  "\"same\" padding (the code before the explicit PyTorch padding), same weights.")
 
 
 def litert_call(model: bytes, image: np.ndarray, num_threads: int) -> Callable[[], np.ndarray]:
@@ -100,6 +105,13 @@ def main(argv: list[str]) -> None:
         "Keras branch_0": keras_call(branch, image),
         "Keras fused": keras_call(fused, image),
     }
+    if FLAGS.padding_before:
+        with layers.keras_same_padding():
+            before = build_ffl_model(FLAGS.backbones, FLAGS.num_classes, shape, shared_stages=FLAGS.shared_stages)
+        before.set_weights(model.get_weights())
+        calls["int8 branch_0, Keras pad"] = litert_call(
+            tflite.convert(head_model(before, "branch_0"), "int8", calibration), image, FLAGS.num_threads)
+        calls["Keras fused, Keras pad"] = keras_call(head_model(before, "fused"), image)
     samples = time_interleaved(calls, warmup=FLAGS.warmup, rounds=FLAGS.rounds, runs_per_round=FLAGS.runs_per_round)
     medians = {name: statistics.median(times) * 1e3 for name, times in samples.items()}
     reference = medians["LiteRT int8 branch_0"]

@@ -36,11 +36,6 @@ with open("request.json", "w") as f:
 """
 
 
-def class_names(config: dict) -> list[str]:
-    """The run's class names, or the class ids as strings for runs that did not record them."""
-    return config.get("class_names") or [str(k) for k in range(config["model"]["num_classes"])]
-
-
 def next_version(export_dir: str) -> int:
     """One more than the largest numeric version in `export_dir` (TF Serving's versions), or 1."""
     if not os.path.isdir(export_dir):
@@ -103,10 +98,10 @@ def export(model_dir: str, head: str, export_dir: str) -> str:
     config = run_dir.read_config(model_dir)
     checks.check_head(config, head)
     checks.check_writable_dir(export_dir, "export_dir")
-    model, config = run_dir.load_trained_model(model_dir)
+    model, config, _ = run_dir.load_trained_model(model_dir)
     head_net = head_model(model, head)
     try:
-        return export_version(head_net, serving.predictions_fn(head_net, class_names(config)), export_dir)
+        return export_version(head_net, serving.predictions_fn(head_net, run_dir.class_names(config)), export_dir)
     except OSError as error:
         raise checks.ExportError(f"--export_dir={export_dir} could not be written: {error}.") from error
 

@@ -112,7 +112,7 @@ def export(
 ) -> dict:
     """Converts `head` of the run in `model_dir`, writes it to `output`, evaluates it; returns the report."""
     validate(model_dir, head, quantize, output)
-    model, config = run_dir.load_trained_model(model_dir)
+    model, config, _ = run_dir.load_trained_model(model_dir)
     keras_model = head_model(model, head)
     batch_size, eval_batch_size = config["training"]["batch_size"], config["training"]["eval_batch_size"]
     train_ds, eval_ds, info = data.load(

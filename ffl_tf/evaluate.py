@@ -38,7 +38,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from keras import ops
 
-from ffl_tf import atomic, calibration, checkpoint, data, heads, predict, run_dir
+from ffl_tf import atomic, calibration, data, heads, predict, run_dir
 from ffl_tf.data import digits, image_check, pipeline
 from ffl_tf.data.image_folder import IMAGE_EXTENSIONS
 from ffl_tf.data.source import int32_label
@@ -78,7 +78,7 @@ def evaluation_data(config: dict, *, dataset: str | None = None, data_dir: str |
         raise data.DatasetNotFoundError(f"{error}{hint}") from None
     where = data_dir if dataset == "image_folder" else dataset
     _check_images(config, source.info.image_shape, where)
-    check_classes(predict.class_names(config), source.info.class_names, where, ordered=True)
+    check_classes(run_dir.class_names(config), source.info.class_names, where, ordered=True)
     if split:
         source = _tfds_split(source, dataset, data_dir, split)
     return pipeline.eval_batches(source, batch_size=batch_size), about
@@ -127,7 +127,7 @@ def _folder_split(config: dict, data_dir: str | None, split: str, batch_size: in
                          "with the images in DIR/NAME/<class>/<image>.png|jpg.")
     files = {name: sorted(f for f in os.listdir(os.path.join(split_dir, name)) if f.lower().endswith(IMAGE_EXTENSIONS))
              for name in sorted(os.listdir(split_dir)) if os.path.isdir(os.path.join(split_dir, name))}
-    run_names = predict.class_names(config)
+    run_names = run_dir.class_names(config)
     check_classes(run_names, [name for name, found in files.items() if found], split_dir, ordered=False)
     examples = [(os.path.join(split_dir, name, f), run_names.index(name))
                 for name, found in files.items() for f in found]
@@ -196,31 +196,14 @@ def summarise(measured: dict, class_names: Sequence[str]) -> dict:
     return report
 
 
-def load_model(model_dir: str, checkpoint_path: str | None = None) -> tuple:
-    """(model, config, the checkpoint loaded): `checkpoint_path`, else the newest readable one (an unreadable
-    newer one is skipped with a warning, as training does)."""
-    if checkpoint_path:
-        return (*run_dir.load_trained_model(model_dir, checkpoint_path), checkpoint_path)
-    found = [path for _, path in reversed(checkpoint.all_checkpoints(os.path.join(model_dir, run_dir.CHECKPOINTS)))]
-    for path in found:
-        try:
-            return (*run_dir.load_trained_model(model_dir, path), path)
-        except run_dir.RunError as error:
-            if not isinstance(error.__cause__, OSError) or path == found[-1]:
-                raise
-            logging.warning("%s; trying the previous checkpoint.", error)
-    raise run_dir.RunError(f"{model_dir} has no checkpoint yet in {run_dir.CHECKPOINTS}/; train it for at least "
-                           "one epoch.")
-
-
 def evaluate(model_dir: str, *, dataset: str | None = None, data_dir: str | None = None, split: str | None = None,
              checkpoint_path: str | None = None, batch_size: int | None = None) -> tuple[dict, str]:
     """Evaluates the run in `model_dir`; returns (the report, the path of the JSON file it was written to)."""
     config = run_dir.read_config(model_dir)
     batch_size = batch_size or config["training"].get("eval_batch_size", 100)
     batches, about = evaluation_data(config, dataset=dataset, data_dir=data_dir, split=split, batch_size=batch_size)
-    model, config, loaded = load_model(model_dir, checkpoint_path)
-    names = predict.class_names(config)
+    model, config, loaded = run_dir.load_trained_model(model_dir, checkpoint_path)
+    names = run_dir.class_names(config)
     report = {"model_dir": os.path.abspath(model_dir), "checkpoint": os.path.abspath(loaded), "data": about,
               "class_names": names, "ece_bins": calibration.NUM_BINS,
               **summarise(measure(model, batches, len(names)), names)}
@@ -253,16 +236,15 @@ def table(report: dict) -> str:
 
 def define_flags() -> None:
     """Defined only when run as a program, so importing this module never clashes with other CLIs' flags."""
-    flags.DEFINE_string("model_dir", None, "Required: the run directory written by `python -m ffl_tf.train`.")
+    run_dir.define_run_flags()
+    flags.adopt_module_key_flags(run_dir)  # --help lists them
     flags.DEFINE_string("dataset", None, "Dataset to evaluate on (a train --dataset value); default: the run's.")
     flags.DEFINE_string("data_dir", None, "Its tfds data directory or image folder; default: the run's (same "
                         "dataset) or tfds's default.")
     flags.DEFINE_string("split", None, "tfds: a split such as test or train[:10%]; image folders: evaluate "
                         "DATA_DIR/SPLIT/<class>/<image>. Default: the evaluation split training uses.")
-    flags.DEFINE_string("checkpoint", None, "A .weights.h5 checkpoint of the run; default: its newest readable one.")
     flags.DEFINE_integer("batch_size", None, "Evaluation batch size; default: the run's eval_batch_size.",
                          lower_bound=1)
-    flags.mark_flags_as_required(["model_dir"])
 
 
 def main(argv: list[str]) -> None:

@@ -141,14 +141,14 @@ def explain(model_dir: str, paths: Sequence[str], output: str, *, class_name: st
             checkpoint_path: str | None = None, dpi: int = 100) -> list[str]:
     """Writes the Grad-CAM grid of the images in `paths` to `output`; returns the files it could not decode."""
     config = run_dir.read_config(model_dir)
-    names = predict.class_names(config)
+    names = run_dir.class_names(config)
     if class_name is not None and class_name not in names:
         raise ValueError(f"--class_name={class_name} is not a class of this run; choose one of: {', '.join(names)}.")
     files = predict.image_files(paths)
     images, decoded, bad = predict.load_images(files, config["model"]["image_shape"])
     if not decoded:
         raise ValueError(f"None of the {len(files)} files can be decoded as an image: {', '.join(files[:5])}.")
-    model, _ = run_dir.load_trained_model(model_dir, checkpoint_path)
+    model, _, _ = run_dir.load_trained_model(model_dir, checkpoint_path)
     explanations = grad_cam(model, images, None if class_name is None else names.index(class_name))
     write_png(draw_grid(images, explanations, names, [_label(p) for p in decoded]), output, dpi=dpi)
     return bad
@@ -162,13 +162,13 @@ def _label(path: str, width: int = 24) -> str:
 
 def define_flags() -> None:
     """Defined only when run as a program, so importing this module never clashes with other CLIs' flags."""
-    flags.DEFINE_string("model_dir", None, "Required: the run directory written by `python -m ffl_tf.train`.")
+    run_dir.define_run_flags()
+    flags.adopt_module_key_flags(run_dir)  # --help lists them
     flags.DEFINE_string("output", None, "Required: the PNG file to write (one row per image, one column per head).")
     flags.DEFINE_string("class_name", None, "Explain this class for every head; default: each head's prediction.")
-    flags.DEFINE_string("checkpoint", None, "A .weights.h5 checkpoint of the run; default: its newest readable one.")
     flags.DEFINE_integer("dpi", 100, "Resolution of the PNG (pixels per inch; a panel is about 2 inches).",
                          lower_bound=20)
-    flags.mark_flags_as_required(["model_dir", "output"])
+    flags.mark_flags_as_required(["output"])
 
 
 def main(argv: list[str]) -> None:

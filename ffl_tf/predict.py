@@ -35,11 +35,6 @@ FLAGS = flags.FLAGS
 BATCH_SIZE = 64
 
 
-def class_names(config: dict) -> list[str]:
-    """The run's class names, or the class ids as strings for runs that did not record them."""
-    return config.get("class_names") or [str(k) for k in range(config["model"]["num_classes"])]
-
-
 def image_files(paths: Sequence[str]) -> list[str]:
     """`paths` with every folder replaced by its .png/.jpg/.jpeg files (recursively, sorted).
 
@@ -133,19 +128,18 @@ def predict(model_dir: str, paths: Sequence[str], *, head: str | None = None, k:
     images, decoded, bad = load_images(files, config["model"]["image_shape"])
     if not decoded:
         raise ValueError(f"None of the {len(files)} files can be decoded as an image: {', '.join(files[:5])}.")
-    model, config = run_dir.load_trained_model(model_dir, checkpoint_path)
-    ranked = top_k(probabilities(model, images, head), class_names(config), k)
+    model, config, _ = run_dir.load_trained_model(model_dir, checkpoint_path)
+    ranked = top_k(probabilities(model, images, head), run_dir.class_names(config), k)
     return {"predictions": [{"image": p, "heads": r} for p, r in zip(decoded, ranked)], "skipped": bad}
 
 
 def define_flags() -> None:
     """Defined only when run as a program, so importing this module never clashes with other CLIs' flags."""
-    flags.DEFINE_string("model_dir", None, "Required: the run directory written by `python -m ffl_tf.train`.")
+    run_dir.define_run_flags()
+    flags.adopt_module_key_flags(run_dir)  # --help lists them
     flags.DEFINE_string("head", None, "Only this head (branch_<k>, ensemble, fused); default: every head.")
     flags.DEFINE_integer("top_k", 5, "Classes shown per head, most probable first.", lower_bound=1)
     flags.DEFINE_enum("format", "table", ["table", "json"], "table: readable; json: for scripts.")
-    flags.DEFINE_string("checkpoint", None, "A .weights.h5 checkpoint of the run; default: its newest readable one.")
-    flags.mark_flags_as_required(["model_dir"])
 
 
 def main(argv: list[str]) -> None:

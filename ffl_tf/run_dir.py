@@ -12,7 +12,7 @@
 import json
 import os
 
-from absl import logging
+from absl import flags, logging
 
 from ffl_tf import atomic, checkpoint, methods
 from ffl_tf.model import DistillationModel
@@ -54,14 +54,20 @@ def read_config(model_dir: str) -> dict:
     return config
 
 
+def class_names(config: dict) -> list[str]:
+    """The run's class names, or the class ids as strings for runs that did not record them."""
+    return config.get("class_names") or [str(k) for k in range(config["model"]["num_classes"])]
+
+
 def build_model(config: dict) -> DistillationModel:
     """The (untrained) network described by a run's config."""
     model = dict(config["model"])
     return methods.get(config.get("method", "ffl")).build(**model)
 
 
-def load_trained_model(model_dir: str, checkpoint_path: str | None = None) -> tuple[DistillationModel, dict]:
-    """Rebuilds a run's model and restores `checkpoint_path` or its newest readable checkpoint; (model, config)."""
+def load_trained_model(model_dir: str, checkpoint_path: str | None = None) -> tuple[DistillationModel, dict, str]:
+    """Rebuilds a run's model and restores `checkpoint_path` or its newest readable checkpoint (a damaged newer
+    one is skipped with a warning); returns (model, config, the checkpoint restored)."""
     config = read_config(model_dir)
     model = build_model(config)
     try:
@@ -82,7 +88,14 @@ def load_trained_model(model_dir: str, checkpoint_path: str | None = None) -> tu
     except (OSError, checkpoint.CheckpointError) as error:
         raise RunError(f"Cannot read the checkpoint of {model_dir}: {str(error).splitlines()[0]}") from error
     logging.info("Loaded %s", found)
-    return model, config
+    return model, config, found
+
+
+def define_run_flags() -> None:
+    """--model_dir (required) and --checkpoint: how the commands that read a trained run name it."""
+    flags.DEFINE_string("model_dir", None, "Required: the run directory written by `python -m ffl_tf.train`.")
+    flags.DEFINE_string("checkpoint", None, "A .weights.h5 checkpoint of the run; default: its newest readable one.")
+    flags.mark_flags_as_required(["model_dir"])
 
 
 def check_resumable(model_dir: str, config: dict) -> None:

@@ -26,7 +26,8 @@ def make_run(path, config=CONFIG):
 
 def test_load_trained_model_restores_the_weights(tmp_path):
     model = make_run(tmp_path)
-    loaded, config = run_dir.load_trained_model(str(tmp_path))
+    loaded, config, path = run_dir.load_trained_model(str(tmp_path))
+    assert path.endswith("epoch-0001.weights.h5")
     assert config == CONFIG
     images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("uint8")
     np.testing.assert_allclose(loaded(images)["fused"], model(images)["fused"], rtol=1e-6)
@@ -63,7 +64,8 @@ def test_export_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged
     model = make_run(tmp_path)
     newest = tmp_path / run_dir.CHECKPOINTS / "epoch-0002.weights.h5"
     newest.write_bytes(b"truncated")
-    loaded, _ = run_dir.load_trained_model(str(tmp_path))
+    loaded, _, path = run_dir.load_trained_model(str(tmp_path))
+    assert path.endswith("epoch-0001.weights.h5")
     images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("uint8")
     np.testing.assert_allclose(loaded(images)["fused"], model(images)["fused"], rtol=1e-6)
     assert newest.exists()  # reading a run never moves its files

@@ -128,7 +128,7 @@ def test_image_folder_run_leaves_a_complete_run_directory(tmp_path, cifar10_samp
     assert "--backbones=resnet8,resnet8" in flags_text and "--epochs=2" in flags_text
     assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == (2, 0)
     assert any((model_dir / run_dir.LOGS).rglob("events.out.tfevents.*"))
-    model, _ = run_dir.load_trained_model(str(model_dir))
+    model, _, _ = run_dir.load_trained_model(str(model_dir))
     assert model.get_layer("branch_0") is not None
 
 
@@ -421,7 +421,7 @@ def test_your_own_builder_from_the_cli_trains_and_its_run_rebuilds_it(tmp_path, 
                      "--steps_per_epoch=2", "--batch_size=16", "--eval_batch_size=100", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_json(model_dir / run_dir.CONFIG)["model"]["backbones"] == ["tests.models.builders:tiny_cnn", "resnet8"]
-    model, _ = run_dir.load_trained_model(str(model_dir))  # what export and the inspection commands do
+    model, _, _ = run_dir.load_trained_model(str(model_dir))  # what export and the inspection commands do
     assert model.get_layer("branch_0").get_layer("tiny_cnn") is not None
 
 

@@ -6,41 +6,20 @@ reimplementations do: each network's gradient is the same, only the other networ
 from are those before this step's update instead of after it.
 """
 
+import functools
 from collections.abc import Sequence
 
 from ffl_tf import heads
-from ffl_tf.branches import validate_branches
 from ffl_tf.losses import cross_entropy, kl_divergence
-from ffl_tf.methods.vanilla import independent_networks
-from ffl_tf.model import DistillationModel
-from ffl_tf.models import BranchSpec
+from ffl_tf.methods import vanilla
 
 # The paper's settings: T = 1, no ramp-up, SGD with Nesterov momentum.
 DEFAULTS = {"temperature": 1.0, "rampup_epochs": 0.0, "nesterov": True, "shared_stages": 0}
 
 
-def validate(backbones: Sequence[BranchSpec], shared_stages: int) -> None:
-    """Raises ValueError, naming the fix, unless there are K >= 2 independent networks."""
-    if shared_stages:
-        raise ValueError(f"DML trains independent networks: use shared_stages=0, got {shared_stages}.")
-    validate_branches(backbones, 0, min_branches=2)
-
-
-def build(
-    backbones: Sequence[BranchSpec],
-    num_classes: int,
-    image_shape: Sequence[int],
-    *,
-    shared_stages: int = 0,
-    mean: Sequence[float] = (0.0,),
-    std: Sequence[float] = (255.0,),
-    sync_batchnorm: bool = False,
-    pretrained: str | None = None,
-) -> DistillationModel:
-    """K >= 2 independent networks of any architectures; heads `branch_<k>` and `ensemble` (mean logits)."""
-    validate(backbones, shared_stages)
-    return independent_networks(backbones, num_classes, image_shape, mean, std, sync_batchnorm, pretrained,
-                                name="dml")
+# K >= 2 independent networks of any architectures, built as the networks trained alone are.
+validate = functools.partial(vanilla.validate, method="DML", min_branches=2)
+build = functools.partial(vanilla.build, method="DML", min_branches=2)
 
 
 def dml_loss(branch_logits: Sequence, labels, *, temperature: float, kd_weight, sample_weight=None) -> tuple:

@@ -15,11 +15,12 @@ from ffl_tf.models import BranchSpec
 DEFAULTS = {"rampup_epochs": 0.0, "nesterov": True, "shared_stages": 0}
 
 
-def validate(backbones: Sequence[BranchSpec], shared_stages: int) -> None:
-    """Raises ValueError, naming the fix, unless the networks are independent (one or more)."""
+def validate(backbones: Sequence[BranchSpec], shared_stages: int, *, method: str = "vanilla",
+             min_branches: int = 1) -> None:
+    """Raises ValueError, naming the fix, unless there are `min_branches` or more independent networks."""
     if shared_stages:
-        raise ValueError(f"vanilla trains independent networks: use shared_stages=0, got {shared_stages}.")
-    validate_branches(backbones, 0, min_branches=1)
+        raise ValueError(f"{method} trains independent networks: use shared_stages=0, got {shared_stages}.")
+    validate_branches(backbones, 0, min_branches=min_branches)
 
 
 def build(
@@ -32,22 +33,19 @@ def build(
     std: Sequence[float] = (255.0,),
     sync_batchnorm: bool = False,
     pretrained: str | None = None,
+    method: str = "vanilla",
+    min_branches: int = 1,
 ) -> DistillationModel:
-    """One independent network per backbone; heads `branch_<k>` (and `ensemble` when there are several)."""
-    validate(backbones, shared_stages)
-    return independent_networks(backbones, num_classes, image_shape, mean, std, sync_batchnorm, pretrained,
-                                name="vanilla")
-
-
-def independent_networks(backbones, num_classes, image_shape, mean, std, sync_batchnorm, pretrained, *, name: str):
-    """K networks with nothing shared but the input; `ensemble` is their mean logits when K > 1."""
+    """One independent network per backbone, nothing shared but the input; heads `branch_<k>` and, when there
+    are several, `ensemble` (their mean logits). `method` names the model (DML builds its networks here too)."""
+    validate(backbones, shared_stages, method=method, min_branches=min_branches)
     images, x = image_input(image_shape, mean, std)
     _, branches = build_branches(images, x, backbones, num_classes=num_classes, shared_stages=0,
                                  sync_batchnorm=sync_batchnorm, pretrained=pretrained)
     outputs = {heads.branch(k): b["logits"] for k, b in enumerate(branches)}
     if len(branches) > 1:
         outputs[heads.ENSEMBLE] = mean_ensemble(outputs.values())
-    return DistillationModel(images, outputs, name=name)
+    return DistillationModel(images, outputs, name=method.lower())
 
 
 def loss(logits: dict, labels, *, kd_weight, sample_weight=None) -> tuple:

@@ -2,9 +2,11 @@
 
 Any `keras.applications` constructor that takes `include_top`, `weights` and `input_shape` works. The
 branch takes the raw pixels and applies the application's own `preprocess_input` inside the model, so
-training and every export still take raw uint8 images. `pretrained="imagenet"` loads its ImageNet weights
-from the Keras cache ($KERAS_HOME/models, default ~/.keras/models), downloading them when the machine has
-network; offline and not cached, building fails within seconds naming the file and where to put it.
+training and every export still take raw uint8 images. Its batch-norm layers average their moving
+statistics with the library's momentum (0.9, PyTorch's 0.1) rather than the applications' 0.99-0.999.
+`pretrained="imagenet"` loads its ImageNet weights from the Keras cache ($KERAS_HOME/models, default
+~/.keras/models), downloading them when the machine has network; offline and not cached, building fails
+within seconds naming the file and where to put it.
 """
 
 import inspect
@@ -15,6 +17,10 @@ from ffl_tf import keras_compat
 from ffl_tf.models.backbone import Backbone, BackboneError, check_feature_map
 
 PREFIX = "keras:"
+# keras.applications build batch norm with momentum 0.99-0.999: from scratch, their moving statistics are
+# still near their initial values after a few hundred steps, and evaluation is at chance. The branches use
+# the library's momentum (PyTorch's 0.1) instead, as every other network here.
+BATCH_NORM_MOMENTUM = 0.9
 _REQUIRED_ARGUMENTS = ("include_top", "weights", "input_shape")
 
 
@@ -57,6 +63,9 @@ def application(name: str, *, pretrained: str | None = None) -> Backbone:
         with keras_compat.offline_weights(f"{PREFIX}{name}"):
             weights = None if pretrained in (None, "none") else pretrained
             network = build(include_top=False, weights=weights, input_shape=tuple(x.shape[1:]))
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = BATCH_NORM_MOMENTUM
         return check_feature_map(network(x), f"{PREFIX}{name}")
 
     def preprocess(images, prefix: str):

@@ -11,6 +11,7 @@ aside as `<name>.corrupt` (never deleted) and the next newest one is used instea
 
 import os
 import re
+import warnings
 
 import keras
 from absl import logging
@@ -63,11 +64,20 @@ def save(model: keras.Model, directory: str, epoch: int, step: int = 0, *, keep:
 
 
 def restore(model: keras.Model, path: str) -> None:
-    """Loads a checkpoint into `model`, building the optimizer's slots first so they are restored too."""
+    """Loads a checkpoint into `model`, building the optimizer's slots first so they are restored too.
+
+    Raises ValueError when the file does not fit the model, including the case Keras only warns about
+    (layers missing from the file keep their fresh weights): a partly restored model is never returned.
+    """
     optimizer = getattr(model, "optimizer", None)  # an uncompiled model has none
     if optimizer is not None and not optimizer.built:
         optimizer.build(model.trainable_variables)
-    model.load_weights(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Skipping", category=UserWarning)
+        try:
+            model.load_weights(path)
+        except UserWarning as warning:
+            raise ValueError(f"{os.path.basename(path)} lacks some of the model's layers ({warning})") from None
 
 
 def restore_newest(model: keras.Model, directory: str, *, move_aside: bool = True) -> tuple[Position, str] | None:

@@ -37,7 +37,7 @@ class DistillationModel(keras_compat.LazyOptimizerBuild, keras.Model):
     ```python
     model = build_ffl_model(["resnet32", "resnet32"], 100, (32, 32, 3), shared_stages=2)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
-                  distillation_loss=ffl_tf.methods.ffl.loss_fn(temperature=3.0),
+                  distillation_loss=ffl_tf.methods.loss_fn("ffl", temperature=3.0),
                   steps_per_epoch=391, rampup_epochs=80, weight_decay=1e-4, fusion_weight_decay=1e-5)
     model.fit(train_ds, epochs=300)
     ```

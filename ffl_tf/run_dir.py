@@ -72,7 +72,7 @@ def load_trained_model(model_dir: str, checkpoint_path: str | None = None) -> tu
     model = build_model(config)
     try:
         if checkpoint_path:
-            model.load_weights(checkpoint_path)
+            checkpoint.restore(model, checkpoint_path)
             found = checkpoint_path
         else:
             restored = checkpoint.restore_newest(model, os.path.join(model_dir, CHECKPOINTS), move_aside=False)

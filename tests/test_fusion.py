@@ -21,9 +21,10 @@ def test_layer_sequence_is_depthwise_bn_relu_pointwise_bn_relu_pool_dense():
     fusion = build_fusion([(8, 8, 64), (8, 8, 64)], 10)
     kinds = [type(layer).__name__ for layer in fusion.layers if not isinstance(layer, keras.layers.InputLayer)]
     assert kinds == [
-        "Concatenate", "DepthwiseConv2D", "BatchNormalization", "ReLU",
-        "Conv2D", "BatchNormalization", "ReLU", "GlobalAveragePooling2D", "Dense",
+        "Concatenate", "DepthwiseConv2D", "BatchNorm", "ReLU",
+        "Conv2D", "BatchNorm", "ReLU", "GlobalAveragePooling2D", "Dense",
     ]
+    assert all(isinstance(layer, keras.layers.BatchNormalization) for layer in fusion.layers if "bn" in layer.name)
     assert fusion.get_layer("depthwise").kernel_size == (3, 3)
     assert fusion.get_layer("pointwise").kernel_size == (1, 1)
     assert not fusion.get_layer("depthwise").use_bias and not fusion.get_layer("pointwise").use_bias

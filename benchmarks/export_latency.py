@@ -26,7 +26,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 from ai_edge_litert.interpreter import Interpreter
 
 from export import tflite
@@ -88,6 +88,8 @@ def time_interleaved(calls: dict[str, Callable], *, warmup: int, rounds: int, ru
 
 def main(argv: list[str]) -> None:
     del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines on each conversion hide the table.
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.num_threads)
     keras.utils.set_random_seed(FLAGS.seed)
     rng = np.random.default_rng(FLAGS.seed)

@@ -55,21 +55,17 @@ def test_every_head_exports_to_a_saved_model_with_the_keras_logits(user_run, hea
 
 @pytest.mark.parametrize("head", ["branch_1", "fused"])
 def test_int8_tflite_gives_the_keras_logits_up_to_quantization_noise(user_run, head):
-    """Compared by the cosine of each image's centred logits, not top-1 agreement: after 60 steps MobileNetV3Small
-    is near chance and its top classes are near-ties that int8 rounding flips (agreement 0.6 with correct
-    calibration, 0.65 with noise images as calibration). The cosine is about 0.94-0.97 when the conversion is right
-    and at most 0.81 when it is wrong (calibration on noise or black images, or channels swapped at the input)."""
+    """Compared by the logits' relative error, not top-1 agreement: after 60 steps MobileNetV3Small is near
+    chance and its top classes are near-ties that int8 rounding flips (agreement 0.6 with the right
+    calibration, 0.65 with noise images as calibration). Over training seeds 0-4 the error was 0.12-0.17
+    (branch_1) and 0.25-0.28 (fused) for the right conversion, and 0.76-11 when calibrated on noise or
+    black images."""
     _, model, train_ds, images = user_run
     keras_model = head_model(model, head)
     converted = tflite.convert(keras_model, "int8", tflite.calibration_images(train_ds, 100))
     runner = Interpreter(model_content=converted).get_signature_runner("serving_default")
-    assert _mean_cosine(runner(images=images)["logits"], keras_model.predict(images, verbose=0)) >= 0.9
-
-
-def _mean_cosine(logits: np.ndarray, reference: np.ndarray) -> float:
-    a = logits - logits.mean(-1, keepdims=True)
-    b = reference - reference.mean(-1, keepdims=True)
-    return float(np.mean(np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))))
+    logits, reference = runner(images=images)["logits"], keras_model.predict(images, verbose=0)
+    assert np.linalg.norm(logits - reference) / np.linalg.norm(reference - reference.mean()) <= 0.5
 
 
 def test_quantization_aware_training_refuses_application_branches_in_one_line(user_run, tmp_path):

@@ -26,6 +26,7 @@ from ffl_tf.models.cifar_resnet import cifar_resnet
 from ffl_tf.models.imagenet_resnet import BLOCKS as IMAGENET_BLOCKS
 from ffl_tf.models.imagenet_resnet import WIDTHS as IMAGENET_WIDTHS
 from ffl_tf.models.imagenet_resnet import imagenet_resnet
+from ffl_tf.models.layers import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
 
 layers = tf_keras.layers
 quantization = tfmot.quantization.keras
@@ -73,7 +74,7 @@ def _reference_pad(x, kernel_size: int, stride: int, *, name: str):
 def _conv_bn(x, filters: int, kernel_size: int, stride: int = 1, *, name: str):
     x, padding = _reference_pad(x, kernel_size, stride, name=f"{name}_conv")
     x = layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=False, name=f"{name}_conv")(x)
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    return layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, name=f"{name}_bn")(x)
 
 
 def _basic_block(x, filters: int, stride: int, *, name: str):

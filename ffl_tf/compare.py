@@ -23,7 +23,6 @@ elsewhere (a cluster scheduler); --report_only then writes the report from the f
 
 import contextlib
 import dataclasses
-import json
 import os
 import shlex
 import signal
@@ -155,8 +154,7 @@ def plan() -> list[Run]:
 def is_finished(path: str) -> bool:
     """Whether the run wrote results.json after the checkpoint of its last epoch (rerunning it would only evaluate)."""
     try:
-        with open(os.path.join(path, run_dir.RESULTS)) as f:
-            epochs = json.load(f)["epochs"]
+        epochs = run_dir.read_results(path)["epochs"]
     except (OSError, ValueError, KeyError):
         return False
     latest = checkpoint.latest(os.path.join(path, run_dir.CHECKPOINTS))
@@ -243,10 +241,8 @@ def run_all(runs: list[Run]) -> list[str]:
 
 
 def _headline(run: Run) -> str:
-    with open(os.path.join(run.path, run_dir.RESULTS)) as f:
-        results = json.load(f)
     head = report.HEADLINE_HEADS[run.method]
-    return f"{head} {100 * results['accuracy'][head]:.2f}%"
+    return f"{head} {100 * run_dir.read_results(run.path)['accuracy'][head]:.2f}%"
 
 
 def write_report(runs: list[Run]) -> None:

@@ -39,9 +39,7 @@ from absl import app, flags, logging
 from keras import ops
 
 from ffl_tf import atomic, calibration, data, heads, predict, run_dir
-from ffl_tf.data import digits, image_check, pipeline
-from ffl_tf.data.image_folder import IMAGE_EXTENSIONS
-from ffl_tf.data.source import int32_label
+from ffl_tf.data import digits, image_check, image_folder, pipeline, tfds_sources
 
 FLAGS = flags.FLAGS
 EVAL_DIR = "eval"
@@ -110,13 +108,8 @@ def _tfds_split(source: data.Source, dataset: str, data_dir: str | None, split: 
     except (KeyError, ValueError):
         raise ValueError(f"--split={split} is not a split of {dataset}; its splits are "
                          f"{', '.join(builder.info.splits)} (slices such as train[:10%] work too).") from None
-
-    def read(num_pipelines: int, index: int, shuffle_seed: int) -> tf.data.Dataset:
-        del shuffle_seed  # evaluation reads in order
-        ds = builder.as_dataset(split=split, as_supervised=True, decoders={"image": tfds.decode.SkipDecoding()})
-        return data.source.shard(ds, num_pipelines, index).map(int32_label)
-
-    return dataclasses.replace(source, read_eval=read, info=dataclasses.replace(source.info, num_eval=num_examples))
+    return dataclasses.replace(source, read_eval=tfds_sources.reader(builder, split),
+                               info=dataclasses.replace(source.info, num_eval=num_examples))
 
 
 def _folder_split(config: dict, data_dir: str | None, split: str, batch_size: int) -> tf.data.Dataset:
@@ -125,8 +118,7 @@ def _folder_split(config: dict, data_dir: str | None, split: str, batch_size: in
     if not data_dir or not os.path.isdir(split_dir):
         raise ValueError(f"--split={split}: {split_dir} is not a directory; pass --data_dir=DIR and --split=NAME "
                          "with the images in DIR/NAME/<class>/<image>.png|jpg.")
-    files = {name: sorted(f for f in os.listdir(os.path.join(split_dir, name)) if f.lower().endswith(IMAGE_EXTENSIONS))
-             for name in sorted(os.listdir(split_dir)) if os.path.isdir(os.path.join(split_dir, name))}
+    files = image_folder.images_by_class(split_dir)
     run_names = run_dir.class_names(config)
     check_classes(run_names, [name for name, found in files.items() if found], split_dir, ordered=False)
     examples = [(os.path.join(split_dir, name, f), run_names.index(name))

@@ -32,7 +32,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from ffl_tf import atomic, heads, predict, run_dir
+from ffl_tf import heads, plots, predict, run_dir
 
 FLAGS = flags.FLAGS
 HEAT_ALPHA = 0.5
@@ -131,12 +131,6 @@ def draw_grid(images: np.ndarray, explanations: dict[str, Explanation], class_na
     return figure
 
 
-def write_png(figure: Figure, path: str, dpi: int = 100) -> None:
-    """Saves `figure` as a PNG at `path`, atomically."""
-    with atomic.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pil_kwargs={"optimize": True})
-
-
 def explain(model_dir: str, paths: Sequence[str], output: str, *, class_name: str | None = None,
             checkpoint_path: str | None = None, dpi: int = 100) -> list[str]:
     """Writes the Grad-CAM grid of the images in `paths` to `output`; returns the files it could not decode."""
@@ -144,13 +138,10 @@ def explain(model_dir: str, paths: Sequence[str], output: str, *, class_name: st
     names = run_dir.class_names(config)
     if class_name is not None and class_name not in names:
         raise ValueError(f"--class_name={class_name} is not a class of this run; choose one of: {', '.join(names)}.")
-    files = predict.image_files(paths)
-    images, decoded, bad = predict.load_images(files, config["model"]["image_shape"])
-    if not decoded:
-        raise ValueError(f"None of the {len(files)} files can be decoded as an image: {', '.join(files[:5])}.")
+    images, decoded, bad = predict.load_images(paths, config["model"]["image_shape"])
     model, _, _ = run_dir.load_trained_model(model_dir, checkpoint_path)
     explanations = grad_cam(model, images, None if class_name is None else names.index(class_name))
-    write_png(draw_grid(images, explanations, names, [_label(p) for p in decoded]), output, dpi=dpi)
+    plots.write_png(draw_grid(images, explanations, names, [_label(p) for p in decoded]), output, dpi=dpi)
     return bad
 
 
@@ -181,9 +172,7 @@ def main(argv: list[str]) -> None:
                       checkpoint_path=FLAGS.checkpoint, dpi=FLAGS.dpi)
     except (run_dir.RunError, ValueError, OSError) as error:
         sys.exit(f"ffl_tf.gradcam: error: {error}")
-    if bad:
-        print(f"ffl_tf.gradcam: skipped {len(bad)} file(s) that cannot be decoded as images: {', '.join(bad)}",
-              file=sys.stderr)
+    predict.report_skipped("ffl_tf.gradcam", bad)
     print(f"Wrote {FLAGS.output}")
 
 

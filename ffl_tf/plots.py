@@ -130,9 +130,12 @@ def _panels(count: int, *, columns: int) -> tuple[Figure, list]:
 
 
 def write_png(figure: Figure, path: str, dpi: int = 100) -> str:
-    """Saves `figure` as a PNG at `path`, atomically; returns `path`."""
+    """Saves `figure` as a PNG at `path` (cropped to its content, losslessly compressed), atomically; returns `path`.
+
+    Every picture the library writes goes through here: training plots, Grad-CAM grids, comparison reports.
+    """
     with atomic.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pil_kwargs={"optimize": True})
     return path
 
 

@@ -73,16 +73,29 @@ def decode_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
 
 
 def load_images(paths: Sequence[str], image_shape: Sequence[int]) -> tuple[np.ndarray, list[str], list[str]]:
-    """(images [N, ...] uint8, the N paths decoded, the paths that could not be decoded)."""
+    """(images [N, ...] uint8, the N files decoded, the files that could not be decoded) of the image files
+    and folders in `paths` (`image_files`), decoded as the run's evaluation does.
+
+    Raises ValueError when no file can be decoded (or a path does not exist, or a folder holds no images).
+    """
+    files = image_files(paths)
     images, decoded, bad = [], [], []
-    for path in paths:
+    for path in files:
         try:
             images.append(decode_image(path, image_shape))
             decoded.append(path)
         except tf.errors.OpError:  # unreadable, not an image, or truncated
             bad.append(path)
-    empty = np.zeros((0, *image_shape), np.uint8)
-    return (np.stack(images) if images else empty), decoded, bad
+    if not decoded:
+        raise ValueError(f"None of the {len(files)} files can be decoded as an image: {', '.join(files[:5])}.")
+    return np.stack(images), decoded, bad
+
+
+def report_skipped(program: str, bad: Sequence[str]) -> None:
+    """One line on stderr naming the files `load_images` could not decode, if any."""
+    if bad:
+        print(f"{program}: skipped {len(bad)} file(s) that cannot be decoded as images: {', '.join(bad)}",
+              file=sys.stderr)
 
 
 def probabilities(model: keras.Model, images: np.ndarray, head: str | None = None) -> dict[str, np.ndarray]:
@@ -124,10 +137,7 @@ def predict(model_dir: str, paths: Sequence[str], *, head: str | None = None, k:
     valid = heads.model_heads(config.get("method", "ffl"), len(config["model"]["backbones"]))
     if head is not None and head not in valid:
         raise ValueError(f"--head={head} is not a head of this run; choose one of: {', '.join(valid)}.")
-    files = image_files(paths)
-    images, decoded, bad = load_images(files, config["model"]["image_shape"])
-    if not decoded:
-        raise ValueError(f"None of the {len(files)} files can be decoded as an image: {', '.join(files[:5])}.")
+    images, decoded, bad = load_images(paths, config["model"]["image_shape"])
     model, config, _ = run_dir.load_trained_model(model_dir, checkpoint_path)
     ranked = top_k(probabilities(model, images, head), run_dir.class_names(config), k)
     return {"predictions": [{"image": p, "heads": r} for p, r in zip(decoded, ranked)], "skipped": bad}
@@ -151,9 +161,7 @@ def main(argv: list[str]) -> None:
         result = predict(FLAGS.model_dir, argv[1:], head=FLAGS.head, k=FLAGS.top_k, checkpoint_path=FLAGS.checkpoint)
     except (run_dir.RunError, ValueError) as error:
         sys.exit(f"ffl_tf.predict: error: {error}")
-    if result["skipped"]:
-        print(f"ffl_tf.predict: skipped {len(result['skipped'])} file(s) that cannot be decoded as images: "
-              f"{', '.join(result['skipped'])}", file=sys.stderr)
+    report_skipped("ffl_tf.predict", result["skipped"])
     if FLAGS.format == "json":
         print(json.dumps(result, indent=2))
     else:

@@ -13,14 +13,14 @@ Each method also has a headline head, the classifier its paper reports (`HEADLIN
 
 import csv
 import json
+import math
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ffl_tf import atomic, heads, run_dir
+from ffl_tf import atomic, heads, plots, run_dir
 
 # The classifier each method's paper reports: FFL's fused classifier, ONE's gated ensemble, and for DML and
 # networks trained alone the mean accuracy of one network.
@@ -40,16 +40,15 @@ CSV_COLUMNS = ("method", "head", "headline", "n", "final_mean", "final_std", "be
 
 def read_run(path: str) -> dict:
     """A finished run's results.json, config.json and evaluation accuracy per epoch: {head: {epoch: accuracy}}."""
-    with open(os.path.join(path, run_dir.RESULTS)) as f:
-        results = json.load(f)
+    results = run_dir.read_results(path)
     with open(os.path.join(path, run_dir.CONFIG)) as f:
         config = json.load(f)
     curves: dict[str, dict[int, float]] = {head: {} for head in results["accuracy"]}
-    with open(os.path.join(path, run_dir.HISTORY), newline="") as f:
-        for row in csv.DictReader(f):
-            for head, curve in curves.items():
-                if row.get(f"val_acc_{head}"):  # empty in epochs without evaluation (--eval_every)
-                    curve[int(row["epoch"]) + 1] = float(row[f"val_acc_{head}"])
+    for row in plots.read_history(os.path.join(path, run_dir.HISTORY)):
+        for head, curve in curves.items():
+            accuracy = row.get(f"val_acc_{head}", math.nan)
+            if not math.isnan(accuracy):  # empty in epochs without evaluation (--eval_every)
+                curve[int(row["epoch"]) + 1] = accuracy
     return {"results": results, "config": config, "curves": curves}
 
 
@@ -174,7 +173,6 @@ def csv_rows(summary: dict) -> list[dict]:
 def plot(summary: dict, path: str) -> None:
     """accuracy.png: per epoch, the mean over seeds and a min-max band; the headline heads, then every branch_mean."""
     figure = Figure(figsize=(12, 4.6), layout="constrained")
-    FigureCanvasAgg(figure)  # renders with Agg, without pyplot's global state
     panels = [("Headline head of each method", None), ("Mean accuracy of one network (branch_mean)", heads.BRANCH_MEAN)]
     for axes, (title, fixed_head) in zip(figure.subplots(1, 2, sharey=True), panels):
         for method, m in summary["methods"].items():
@@ -191,8 +189,7 @@ def plot(summary: dict, path: str) -> None:
     figure.axes[0].set_ylabel("evaluation accuracy (%)")
     figure.suptitle(f"{summary['dataset']}, {summary['eval_examples']} evaluation images: line = mean over seeds, "
                     f"band = {BAND}")
-    with atomic.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
+    plots.write_png(figure, path, dpi=110)
 
 
 def write(root: str, runs: dict[str, dict[int, str]], missing: list[str] = ()) -> dict:

@@ -54,6 +54,12 @@ def read_config(model_dir: str) -> dict:
     return config
 
 
+def read_results(model_dir: str) -> dict:
+    """The run's results.json (written when training ends); raises OSError or ValueError if it is missing or cut."""
+    with open(os.path.join(model_dir, RESULTS)) as f:
+        return json.load(f)
+
+
 def class_names(config: dict) -> list[str]:
     """The run's class names, or the class ids as strings for runs that did not record them."""
     return config.get("class_names") or [str(k) for k in range(config["model"]["num_classes"])]

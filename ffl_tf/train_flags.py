@@ -12,7 +12,7 @@ from absl import flags
 
 from ffl_tf import methods, models, run_dir
 from ffl_tf.data import DATASETS, DatasetInfo
-from ffl_tf.models import BACKBONES
+from ffl_tf.models import BACKBONES, keras_apps
 
 FLAGS = flags.FLAGS
 SECTIONS: dict[str, list[str]] = {"model": [], "dataset": [], "loss": [], "training": []}
@@ -161,7 +161,7 @@ def _check_applicable(values: dict) -> bool:
 
 @flags.multi_flags_validator(["backbones", "pretrained"], message="")
 def _check_pretrained(values: dict) -> bool:
-    if values["pretrained"] != "none" and not any(b.startswith("keras:") for b in values["backbones"]):
+    if values["pretrained"] != "none" and not any(b.startswith(keras_apps.PREFIX) for b in values["backbones"]):
         raise flags.ValidationError(
             f"--pretrained={values['pretrained']} loads weights into keras:<application> branches only, and "
             f"--backbones={','.join(values['backbones'])} has none; remove --pretrained or use such a branch."

@@ -32,11 +32,5 @@ def write_run(path: pathlib.Path, model: keras.Model, model_config: dict, class_
     return path
 
 
-def write_png(path: pathlib.Path, image: np.ndarray) -> pathlib.Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tf.io.write_file(str(path), tf.io.encode_png(image))
-    return path
-
-
 def read_png(path: pathlib.Path) -> np.ndarray:
     return tf.io.decode_png(tf.io.read_file(str(path))).numpy()

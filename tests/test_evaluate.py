@@ -8,7 +8,8 @@ import pytest
 
 from ffl_tf import data, evaluate, run_dir
 from ffl_tf.data import pipeline
-from tests.inspection import run_module, write_png
+from tests.data.images import write_png
+from tests.inspection import run_module
 
 TRAIN = ["--dataset=digits", "--backbones=resnet8,resnet8", "--shared_stages=1", "--epochs=1", "--steps_per_epoch=5",
          "--batch_size=32", "--eval_batch_size=64", "--rampup_epochs=1", "--lr_decay_epochs=100", "--verbose=0"]

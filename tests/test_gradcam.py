@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from ffl_tf import gradcam, methods
-from tests.inspection import read_png, run_module, write_png, write_run
+from ffl_tf import gradcam, methods, plots
+from tests.data.images import write_png
+from tests.inspection import read_png, run_module, write_run
 
 SIZE = 48  # the square's quadrant is then well outside the receptive field of the other corners' features
 HALF = SIZE // 2
@@ -78,7 +79,7 @@ def test_the_grid_has_a_panel_per_head_and_image_and_is_not_blank(trained, tmp_p
     for rows, heads in [(2, list(explanations)), (2, ["fused"]), (4, ["fused"])]:
         path = tmp_path / f"{rows}x{len(heads)}.png"
         figure = gradcam.draw_grid(images[:rows], {h: explanations[h] for h in heads}, names, ["a"] * rows)
-        gradcam.write_png(figure, str(path))
+        plots.write_png(figure, str(path))
         pixels = read_png(path)
         assert pixels.astype(float).var() > 0
         sizes[rows, len(heads) + 1] = pixels.shape[:2]

@@ -9,7 +9,8 @@ import pytest
 from ffl_tf import data, predict
 from ffl_tf.data import pipeline
 from ffl_tf.methods.ffl import build_ffl_model
-from tests.inspection import run_module, write_png, write_run
+from tests.data.images import write_png
+from tests.inspection import run_module, write_run
 
 CLASSES = ["ant", "bee", "cat"]
 SIZE = 16

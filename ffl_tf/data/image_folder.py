@@ -97,6 +97,11 @@ def _image_files(class_dir: str) -> list[str]:
     return sorted(f for f in tf.io.gfile.listdir(class_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
+def images_by_class(split_dir: str) -> dict[str, list[str]]:
+    """{class folder name: its image file names, sorted} for every sub-folder of `split_dir`, sorted by name."""
+    return {name: _image_files(os.path.join(split_dir, name)) for name in sorted(_subdirs(split_dir))}
+
+
 def _list_images(split_dir: str, class_names: tuple[str, ...]) -> Examples:
     """(path, label) of every image in split_dir/<class>/, sorted by (label, file name)."""
     label_of = {name: label for label, name in enumerate(class_names)}

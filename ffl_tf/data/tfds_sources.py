@@ -44,7 +44,6 @@ IMAGENET_SHUFFLE_BUFFER = 10_000
 IMAGENET_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 # Up to this size, decoded images are cached in RAM and augmented CIFAR-style; larger ones ImageNet-style.
 SMALL_IMAGE_SIZE = 64
-_EVAL_SPLITS = ("test", "validation")
 
 
 def digits_source(data_dir, image_size) -> Source:

@@ -14,13 +14,10 @@ import inspect
 import keras
 
 from ffl_tf import keras_compat
+from ffl_tf.models import layers
 from ffl_tf.models.backbone import Backbone, BackboneError, check_feature_map
 
 PREFIX = "keras:"
-# keras.applications build batch norm with momentum 0.99-0.999: from scratch, their moving statistics are
-# still near their initial values after a few hundred steps, and evaluation is at chance. The branches use
-# the library's momentum (PyTorch's 0.1) instead, as every other network here.
-BATCH_NORM_MOMENTUM = 0.9
 _REQUIRED_ARGUMENTS = ("include_top", "weights", "input_shape")
 
 
@@ -63,9 +60,11 @@ def application(name: str, *, pretrained: str | None = None) -> Backbone:
         with keras_compat.offline_weights(f"{PREFIX}{name}"):
             weights = None if pretrained in (None, "none") else pretrained
             network = build(include_top=False, weights=weights, input_shape=tuple(x.shape[1:]))
+        # keras.applications build batch norm with momentum 0.99-0.999: from scratch, their moving statistics
+        # are still near their initial values after a few hundred steps, and evaluation is at chance.
         for layer in network.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = BATCH_NORM_MOMENTUM
+                layer.momentum = layers.BATCH_NORM_MOMENTUM
         return check_feature_map(network(x), f"{PREFIX}{name}")
 
     def preprocess(images, prefix: str):

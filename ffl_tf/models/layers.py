@@ -14,6 +14,11 @@ import keras
 
 from ffl_tf.models.batch_norm import BatchNorm
 
+# PyTorch's batch-norm defaults (its momentum 0.1 weighs the new batch; Keras's momentum weighs the old
+# average): every network of the library uses them, keras.applications branches included.
+BATCH_NORM_MOMENTUM = 0.9
+BATCH_NORM_EPSILON = 1e-5
+
 # True only inside `keras_same_padding()`: strided layers then use Keras "same" padding.
 _keras_same_padding = False
 
@@ -96,7 +101,7 @@ def max_pool(x, pool_size: int, stride: int, *, name: str) -> "keras.KerasTensor
 def batch_norm(*, sync: bool, name: str) -> keras.layers.BatchNormalization:
     """Batch norm with PyTorch's momentum (0.1) and epsilon, computed by the fused kernel (`BatchNorm`);
     `sync` averages statistics across replicas."""
-    return BatchNorm(momentum=0.9, epsilon=1e-5, synchronized=sync, name=name)
+    return BatchNorm(momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, synchronized=sync, name=name)
 
 
 def conv_bn(x, filters: int, kernel_size: int, stride: int = 1, *, sync_bn: bool, name: str) -> "keras.KerasTensor":

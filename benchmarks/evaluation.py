@@ -10,6 +10,11 @@ least 3x training images/s.
     python -m benchmarks.evaluation --eval_batch_size=100    # the pre-change default
 """
 
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__, show_info=True)
+
 import statistics
 import time
 from collections.abc import Sequence

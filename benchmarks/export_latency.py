@@ -18,6 +18,11 @@ figure is the median over all rounds. Both runtimes use `--num_threads` threads.
     python -m benchmarks.export_latency
 """
 
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__, show_info=True)
+
 import os
 import statistics
 import time
@@ -29,10 +34,10 @@ import tensorflow as tf
 from absl import app, flags, logging
 from ai_edge_litert.interpreter import Interpreter
 
-from export import tflite
+from ffl_tf.backbones import layers
+from ffl_tf.export import tflite
 from ffl_tf.methods.ffl import build_ffl_model
-from ffl_tf.model import head_model
-from ffl_tf.models import layers
+from ffl_tf.model.distillation import head_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backbones", ["resnet32", "resnet32"], "One backbone per branch.")

@@ -10,6 +10,11 @@ pipeline, and prints the ratio: the pipeline must deliver well over what trainin
     python -m benchmarks.input_pipeline --mock_cifar10 --num_batches=300
 """
 
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__, show_info=True)
+
 import os
 import statistics
 import time

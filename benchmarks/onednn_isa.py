@@ -25,6 +25,11 @@ layouts (AcdB16a2b: blocks of 16 output channels x 2 input channels, the layout 
     python -m benchmarks.onednn_isa --modes=bfloat16 --keep_logs=/tmp/onednn   # keep the raw logs
 """
 
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__, show_info=True)
+
 import collections
 import dataclasses
 import os

@@ -19,6 +19,11 @@ Every side trains on one fixed uint8 batch; rounds alternate the sides (benchmar
     python -m benchmarks.train_step --sides="ffl_tf,Keras BN,Keras padding"
 """
 
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__, show_info=True)
+
 import contextlib
 import time
 from collections.abc import Callable, Sequence
@@ -29,10 +34,9 @@ from absl import app, flags
 
 from benchmarks import timing
 from benchmarks.common import compile_ffl, train_step_fn
-from ffl_tf import losses
+from ffl_tf.backbones import batch_norm, layers
 from ffl_tf.methods.ffl import build_ffl_model
-from ffl_tf.model import FUSION
-from ffl_tf.models import batch_norm, layers
+from ffl_tf.model import losses
 
 STEPS_PER_EPOCH = 391
 TARGET = 0.97  # ffl_tf's speed at least this fraction of the bare loop's
@@ -68,7 +72,7 @@ def bare_step(model: keras.Model, batch: tuple) -> Callable[[], float]:
     """A hand-written train step on `model`'s network: forward, FFL loss + L2, gradient, update. No metrics."""
     optimizer = sgd()
     optimizer.build(model.trainable_variables)
-    fusion_ids = {id(v) for v in model.get_layer(FUSION).trainable_variables}
+    fusion_ids = {id(v) for v in model.get_layer("fusion").trainable_variables}
     images, labels = (tf.constant(t) for t in batch)
 
     @tf.function

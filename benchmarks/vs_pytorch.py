@@ -38,6 +38,11 @@ ISA flags, versions, thread settings and the load average.
 Needs `pip install -r benchmarks/requirements.txt` (PyTorch; ffl_tf itself never imports it).
 """
 
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__, show_info=True)
+
 import dataclasses
 import json
 import os
@@ -57,7 +62,7 @@ from benchmarks import timing
 from benchmarks.common import compile_ffl, train_step_fn
 from ffl_tf import methods
 from ffl_tf.methods.ffl import build_ffl_model
-from ffl_tf.model import DistillationModel
+from ffl_tf.model.distillation import DistillationModel
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_WORKER = Path(__file__).with_name("torch_ffl.py")

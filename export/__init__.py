@@ -1,3 +1,6 @@
-"""Exports of trained runs: SavedModel for TF Serving (`export.saved_model`) and TFLite (`export.tflite`)."""
+"""The export commands of a checkout: `python -m export.saved_model` and `python -m export.tflite`.
 
-import ffl_tf  # noqa: F401  (imports TensorFlow quietly, before the export modules do)
+They run `ffl_tf.export.saved_model` and `ffl_tf.export.tflite`, which ship with the package (installed as
+the `ffl-export-saved-model` and `ffl-export-tflite` commands). This folder is not installed: a top-level
+module named `export` in site-packages would shadow any other project's `export`.
+"""

@@ -6,12 +6,20 @@
 ROOT/<method>/seed<s>/ is the run of `python -m ffl_tf.train` with the comparison's training flags plus
 --method, --seed and --model_dir; its output is appended to train.log there. The runs go seed by seed (every
 method with seed 0 first), one at a time, then ROOT/report.md, report.json, report.csv and accuracy.png
-summarise them (`ffl_tf.report`).
+summarise them (`ffl_tf.comparison.report`).
 
-Every other flag is a training flag (ffl_tf/train_flags.py), checked for each method as the training CLI checks
-it, before any work. Settings of a method's own come from its DEFAULTS (ffl_tf/methods/<method>.py):
---temperature, --nesterov and --distill_to_* are refused, and --shared_stages and --rampup_epochs apply to the
-methods that share a trunk and ramp up (ffl, one) while dml and vanilla keep 0.
+Every other flag is a training flag (ffl_tf/runs/train_flags.py), checked for each method as the training CLI
+checks it, before any work. A method's own settings (its `Method.defaults`: temperature, Nesterov, ramp-up,
+trunk sharing, ...) are its reference code's, except that the comparison's plain flags set those the method
+lists as `comparison_settings` (ramp-up and trunk sharing follow the comparison's schedule and backbones), and
+--method_settings sets any of them for one method (settings that are not a method's own, such as the weight
+decay of most methods, follow the comparison's flags):
+
+    --method_settings="one:branches=3;dml:rampup_epochs=8,temperature=3;vanilla:backbones=resnet20+resnet56"
+
+`branches=N` repeats the comparison's first backbone N times and `backbones=a+b` (or `resnet20x3`) gives
+them all; a method may also declare its own number of branches for comparisons (`comparison_branches`).
+A plain flag of a setting no compared method lets a comparison set is refused, naming --method_settings.
 
 Rerunning the command continues: a finished run (results.json written after the checkpoint of its last epoch)
 is skipped, an interrupted one resumes from its checkpoint; a run directory written with other settings is
@@ -20,6 +28,11 @@ still train and the comparison fails at the end. SIGTERM or Ctrl-C stop the curr
 a checkpoint and exit with status 75. --dry_run prints the commands of the runs left, one per line, to run
 elsewhere (a cluster scheduler); --report_only then writes the report from the finished runs.
 """
+
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__, show_info=True)
 
 import contextlib
 import dataclasses
@@ -32,34 +45,35 @@ import time
 
 from absl import app, flags
 
-from ffl_tf import checkpoint, methods, preemption, report, run_dir, train_flags
+from ffl_tf import methods
+from ffl_tf.comparison import report
+from ffl_tf.runs import checkpoint, config, preemption, run_dir, settings, train_flags
+from ffl_tf.runs.settings import Role
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(train_flags)  # --help lists them
 flags.DEFINE_list("methods", ["vanilla", "dml", "one", "ffl"], f"Methods to compare: {', '.join(methods.METHODS)}.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one run of each method per seed.")
+flags.DEFINE_string("method_settings", "", "Settings of one method's own, e.g. \"one:branches=3;dml:rampup_epochs=8,"
+                    "temperature=3\": ';' between methods, ',' between settings; backbones as resnet20+wrn16_2 or "
+                    "resnet20x3, branches=N repeats the first backbone N times.")
 flags.DEFINE_bool("dry_run", False, "Print the training commands of the runs left (one per line) instead of running.")
 flags.DEFINE_bool("report_only", False, "Write the report from the finished runs; train nothing.")
 flags.DEFINE_bool("keep_going", False, "After a failed run, train the others; the comparison still fails at the end.")
 
 LOG = "train.log"
-# Settings a comparison takes from each method's DEFAULTS; those in _PER_METHOD apply to the methods whose
-# default is not 0 (trunk sharing and ramp-up: ffl, one), the others keep their 0.
-_PER_METHOD = ("shared_stages", "rampup_epochs")
-_REFUSED = sorted({name for m in methods.METHODS.values() for name in m.DEFAULTS} - set(_PER_METHOD))
-# Flags that change how a run executes, not what it computes: a finished run is reused whatever they were.
-_EXECUTION = {"model_dir", "verbose", "download", "strategy", "jit_compile", "eval_batch_size", "checkpoint_every",
-              "checkpoint_every_steps", "keep_checkpoints"}
 
 
 @dataclasses.dataclass
 class Run:
-    """One training run of the comparison: its directory and the `ffl_tf.train` command that trains it."""
+    """One training run of the comparison: its directory, the `ffl_tf.train` command that trains it, and the
+    settings (resolved, `train_flags.resolve`) it trains with."""
 
     method: str
     seed: int
     path: str
     command: list[str]
+    settings: dict = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -84,45 +98,101 @@ def _flag_values(**values):
             FLAGS[name].value = value
 
 
-def run_values(method: str, seed: int, root: str) -> dict:
-    """The flags a run sets on top of the comparison's: method, seed, run directory, and a method's own 0s."""
-    defaults = methods.get(method).DEFAULTS
-    zeros = {name: defaults[name] for name in _PER_METHOD if FLAGS[name].present and not defaults[name]}
-    return {"method": method, "seed": seed, "model_dir": os.path.join(root, method, f"seed{seed}"), **zeros}
+def parse_method_settings(text: str) -> dict[str, dict[str, str]]:
+    """{method: {setting: value as text}} of a --method_settings value; raises ValueError naming the bad part."""
+    parsed: dict[str, dict[str, str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        method, _, assignments = part.partition(":")
+        pairs = [a.partition("=") for a in assignments.split(",") if a.strip()]
+        if not assignments or any(not name.strip() or not sep for name, sep, _ in pairs):
+            raise ValueError(f"--method_settings: {part!r} is not method:name=value[,name=value...].")
+        parsed.setdefault(method.strip(), {}).update({n.strip(): v.strip() for n, _, v in pairs})
+    return parsed
 
 
-def make_run(method: str, seed: int, root: str) -> Run:
+def backbone_list(text: str) -> list[str]:
+    """"resnet20+wrn16_2" or "resnet20x3" (or both: "resnet20x2+wrn16_2") as a list of backbones."""
+    names = []
+    for item in text.split("+"):
+        name, _, count = item.rpartition("x") if item.rpartition("x")[2].isdigit() else (item, "", "1")
+        names += [name] * int(count)
+    return names
+
+
+def takes_flag(method: methods.Method, name: str) -> bool:
+    """Whether the comparison's plain flag `name` sets it for `method`: a setting it uses that is not one of its
+    own (`defaults`, e.g. the weight decay of most methods), or one of its own it lists as `comparison_settings`."""
+    return settings.uses(method, name) and (name not in method.defaults or name in method.comparison_settings)
+
+
+def method_values(method: methods.Method, own: dict[str, str]) -> dict:
+    """The flags a run of `method` sets on top of the comparison's: its own settings (from --method_settings,
+    its declaration's comparison branches, or left to its defaults)."""
+    values = {}
+    for name in settings.METHOD_SETTINGS:
+        if not settings.uses(method, name):
+            values[name] = None  # not a setting of this method
+        elif not (FLAGS[name].present and takes_flag(method, name)):
+            values[name] = method.defaults.get(name, settings.METHOD_SETTINGS[name])  # its own, written out
+    backbones = FLAGS.backbones
+    if method.comparison_branches:
+        backbones = [backbones[0]] * method.comparison_branches
+    for name, text in own.items():
+        if name == "branches":
+            if not text.isdigit() or int(text) < 1:
+                raise ValueError(f"--method_settings={method.name}:branches={text}: use a positive whole number.")
+            backbones = [FLAGS.backbones[0]] * int(text)
+        elif name == "backbones":
+            backbones = backbone_list(text)
+        elif name in settings.METHOD_SETTINGS and settings.uses(method, name):
+            try:
+                values[name] = FLAGS[name].parser.parse(text)
+            except ValueError as error:
+                raise ValueError(f"--method_settings={method.name}:{name}={text}: {error}") from None
+        else:
+            settable = [n for n in settings.METHOD_SETTINGS if settings.uses(method, n)]
+            raise ValueError(f"--method_settings: {method.name} has no setting {name!r} of its own; it takes "
+                             f"{', '.join(['backbones', 'branches', *settable])}.")
+    if backbones != FLAGS.backbones:
+        values["backbones"] = backbones
+    return values
+
+
+def run_values(method: str, seed: int, root: str, own: dict[str, str] | None = None) -> dict:
+    """The flags a run sets on top of the comparison's: method, seed, run directory, and the method's own."""
+    return {**method_values(methods.get(method), own or {}), "method": method, "seed": seed,
+            "model_dir": os.path.join(root, method, f"seed{seed}")}
+
+
+def make_run(method: str, seed: int, root: str, own: dict[str, str] | None = None) -> Run:
     """The run and its command; raises ValueError if the training flags are invalid for this method."""
-    values = run_values(method, seed, root)
+    values = run_values(method, seed, root, own)
     try:
         with _flag_values(**values):
-            passed = [f.serialize() for f in _training_flags() if f.present and f.name not in values]
-            command = [sys.executable, "-m", "ffl_tf.train", *passed, *(FLAGS[n].serialize() for n in values)]
-            _check_existing(values["model_dir"])
+            passed = [f.serialize() for f in _training_flags()
+                      if f.value is not None and (f.present or f.name in values) and f.name not in ("method", "seed",
+                                                                                                     "model_dir")]
+            command = [sys.executable, "-m", "ffl_tf.train", *passed,
+                       *(FLAGS[n].serialize() for n in ("method", "seed", "model_dir"))]
+            resolved = settings.resolve(train_flags.flag_values())
     except flags.IllegalFlagValueError as error:
         raise ValueError(f"--methods={method}: {error}") from None
-    return Run(method, seed, values["model_dir"], command)
+    _check_existing(values["model_dir"], resolved)
+    return Run(method, seed, values["model_dir"], command, resolved)
 
 
-def _check_existing(path: str) -> None:
-    """Refuses a run directory whose flags.txt differs from this run's flags (besides how it executes)."""
-    flags_file = os.path.join(path, run_dir.FLAGS_FILE)
-    if not os.path.isfile(flags_file):
+def _check_existing(path: str, resolved: dict) -> None:
+    """Refuses a run directory trained with other settings (besides how it executes, `Role.EXECUTION`)."""
+    if not os.path.isfile(os.path.join(path, run_dir.CONFIG)):
         return
-    with open(flags_file) as f:
-        previous = {_flag_name(line): line for line in f.read().splitlines() if line.startswith("--")}
-    expected = {f.name: f.serialize() for f in _training_flags() if f.value is not None}
-    changed = [f"{previous.get(name, '(unset)')} -> {expected.get(name, '(unset)')}"
-               for name in sorted(set(previous) | set(expected))
-               if name not in _EXECUTION and previous.get(name) != expected.get(name)]
+    try:
+        previous = run_dir.read_config(path).settings()
+    except (run_dir.RunError, ValueError, KeyError, OSError):
+        return  # not a run of this ffl_tf: training it says why, in its log
+    changed = config.changes(previous, resolved, [Role.FIXED, Role.RESULT])
     if changed:
-        raise ValueError(f"{path} holds a run with other settings ({'; '.join(changed)}). Use a new --model_dir, or "
-                         "delete that run directory to train it again.")
-
-
-def _flag_name(line: str) -> str:
-    name = line[2:].split("=", 1)[0]
-    return name[2:] if name.startswith("no") and name not in FLAGS and name[2:] in FLAGS else name
+        raise ValueError(f"{path} holds a run with other settings ({config.describe(changed)}). Use a new "
+                         "--model_dir, or delete that run directory to train it again.")
 
 
 def plan() -> list[Run]:
@@ -144,11 +214,19 @@ def plan() -> list[Run]:
     for name, instead in [("method", "--methods"), ("seed", "--seeds")]:
         if FLAGS[name].present:
             raise ValueError(f"--{name} is set by the comparison for each run; use {instead}.")
-    refused = [f"--{name}" for name in _REFUSED if FLAGS[name].present]
+    compared = [methods.get(m) for m in FLAGS.methods]
+    refused = [f"--{name}" for name in settings.METHOD_SETTINGS
+               if FLAGS[name].present and not any(takes_flag(m, name) for m in compared)]
     if refused:
         raise ValueError(f"{', '.join(refused)}: a comparison trains each method with its own defaults "
-                         "(ffl_tf/methods/<method>.py, DEFAULTS); remove them, or train a variant with ffl_tf.train.")
-    return [make_run(method, int(seed), root) for seed in FLAGS.seeds for method in FLAGS.methods]
+                         "(ffl_tf/methods/<method>.py); set them for one method with --method_settings=METHOD:NAME="
+                         "VALUE, or train a variant with ffl_tf.train.")
+    own = parse_method_settings(FLAGS.method_settings)
+    unknown = sorted(set(own) - set(FLAGS.methods))
+    if unknown:
+        raise ValueError(f"--method_settings names {', '.join(unknown)}, which --methods={','.join(FLAGS.methods)} "
+                         "does not compare.")
+    return [make_run(method, int(seed), root, own.get(method)) for seed in FLAGS.seeds for method in FLAGS.methods]
 
 
 def is_finished(path: str) -> bool:
@@ -241,7 +319,7 @@ def run_all(runs: list[Run]) -> list[str]:
 
 
 def _headline(run: Run) -> str:
-    head = report.HEADLINE_HEADS[run.method]
+    head = methods.get(run.method).headline(len(run.settings["backbones"]))
     return f"{head} {100 * run_dir.read_results(run.path)['accuracy'][head]:.2f}%"
 
 
@@ -257,16 +335,20 @@ def write_report(runs: list[Run]) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, whose training-flag checks see one --method: the first of --methods that takes every flag
-    as given (not a dml or vanilla, which the comparison gives their own 0s). plan() checks every method."""
+    """absl's parsing, whose training-flag checks see one --method: the first of --methods that takes every
+    setting of a method's own given as a flag as given (`comparison_settings`). plan() checks every method."""
     scratch = flags.FlagValues()
     flags.DEFINE_list("methods", FLAGS["methods"].default, "", flag_values=scratch)
+    for name in settings.METHOD_SETTINGS:
+        flags.DEFINE_string(name, None, "", flag_values=scratch)
     with contextlib.suppress(flags.Error):  # the real parse below reports it
         scratch(argv, known_only=True)
-        requested = [m for m in scratch.methods if m in methods.METHODS]
-        as_given = [m for m in requested if all(methods.get(m).DEFAULTS[name] for name in _PER_METHOD)]
+        given = [name for name in settings.METHOD_SETTINGS if scratch[name].present]
+        requested = [methods.get(m) for m in scratch.methods if m in methods.METHODS]
+        using = [m for m in requested if all(settings.uses(m, name) for name in given)]
+        as_given = [m for m in using if all(takes_flag(m, name) for name in given)]
         if requested:
-            FLAGS.set_default("method", (as_given or requested)[0])
+            FLAGS.set_default("method", (as_given or using or requested)[0].name)
     return app.parse_flags_with_usage(argv)
 
 

@@ -9,12 +9,19 @@ RUN/plots/ (as training does at its end) unless --output_dir is given. Several r
 two directories share a name), one accuracy panel per head.
 """
 
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__)
+
 import os
 import sys
 
 from absl import app, flags
 
-from ffl_tf import plots, run_dir
+from ffl_tf.inspection import curves
+from ffl_tf.runs import run_dir
+from ffl_tf.runs.history import read_history
 
 FLAGS = flags.FLAGS
 
@@ -29,11 +36,11 @@ def plot(model_dirs: list[str], output_dir: str | None = None) -> list[str]:
     runs = {}
     for model_dir in model_dirs:
         path = os.path.join(model_dir, run_dir.HISTORY)
-        history = plots.read_history(path) if os.path.isfile(path) else []
+        history = read_history(path) if os.path.isfile(path) else []
         if not history:
             raise ValueError(f"{path} is missing or empty: pass the --model_dir of a run trained for an epoch or more.")
-        runs[plots.run_label(model_dir, model_dirs)] = history
-    return plots.write_plots(runs, output_dir or os.path.join(model_dirs[0], plots.PLOTS))
+        runs[curves.run_label(model_dir, model_dirs)] = history
+    return curves.write_plots(runs, output_dir or os.path.join(model_dirs[0], curves.PLOTS))
 
 
 def define_flags() -> None:

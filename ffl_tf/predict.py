@@ -14,88 +14,25 @@ the command fails. `--format=json` prints {"predictions": [{"image", "heads": {h
 "probability"}, ...]}}], "skipped": [...]} for scripts.
 """
 
-import functools
+# ruff: noqa: E402  (the process is set up before TensorFlow is imported)
+from ffl_tf import launcher
+
+launcher.prepare(__name__)
+
 import json
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
-from absl import app, flags, logging
+from absl import app, flags
 
-from ffl_tf import heads, run_dir
-from ffl_tf.data import ops_image
-from ffl_tf.data.image_folder import IMAGE_EXTENSIONS
-from ffl_tf.data.tfds_sources import SMALL_IMAGE_SIZE
-from ffl_tf.model import head_model
+from ffl_tf.inspection.images import load_images, report_skipped
+from ffl_tf.model.distillation import head_model
+from ffl_tf.runs import run_dir
 
 FLAGS = flags.FLAGS
 BATCH_SIZE = 64
-
-
-def image_files(paths: Sequence[str]) -> list[str]:
-    """`paths` with every folder replaced by its .png/.jpg/.jpeg files (recursively, sorted).
-
-    Raises ValueError naming a path that does not exist or a folder without images.
-    """
-    files = []
-    for path in paths:
-        if os.path.isfile(path):
-            files.append(path)
-        elif os.path.isdir(path):
-            found = sorted(
-                os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-                if name.lower().endswith(IMAGE_EXTENSIONS)
-            )
-            if not found:
-                raise ValueError(f"{path} holds no {'/'.join(IMAGE_EXTENSIONS)} files (searched recursively).")
-            files += found
-        else:
-            raise ValueError(f"{path} does not exist. Pass image files or folders of images.")
-    return files
-
-
-def eval_decoder(image_shape: Sequence[int]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """path -> the uint8 image the run's evaluation pipeline makes of that file (usable in tf.data maps).
-
-    Small images (up to SMALL_IMAGE_SIZE, cached by the pipelines) are resized whole, larger ones
-    centre-cropped, as `image_folder` sources decide.
-    """
-    size, channels = image_shape[0], image_shape[-1]
-    return functools.partial(ops_image.decode_file_for_eval, size=size, crop=size > SMALL_IMAGE_SIZE, channels=channels)
-
-
-def decode_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
-    """The uint8 [height, width, channels] image the run's evaluation pipeline would make of this file."""
-    return eval_decoder(image_shape)(path).numpy()
-
-
-def load_images(paths: Sequence[str], image_shape: Sequence[int]) -> tuple[np.ndarray, list[str], list[str]]:
-    """(images [N, ...] uint8, the N files decoded, the files that could not be decoded) of the image files
-    and folders in `paths` (`image_files`), decoded as the run's evaluation does.
-
-    Raises ValueError when no file can be decoded (or a path does not exist, or a folder holds no images).
-    """
-    files = image_files(paths)
-    images, decoded, bad = [], [], []
-    for path in files:
-        try:
-            images.append(decode_image(path, image_shape))
-            decoded.append(path)
-        except tf.errors.OpError:  # unreadable, not an image, or truncated
-            bad.append(path)
-    if not decoded:
-        raise ValueError(f"None of the {len(files)} files can be decoded as an image: {', '.join(files[:5])}.")
-    return np.stack(images), decoded, bad
-
-
-def report_skipped(program: str, bad: Sequence[str]) -> None:
-    """One line on stderr naming the files `load_images` could not decode, if any."""
-    if bad:
-        print(f"{program}: skipped {len(bad)} file(s) that cannot be decoded as images: {', '.join(bad)}",
-              file=sys.stderr)
 
 
 def probabilities(model: keras.Model, images: np.ndarray, head: str | None = None) -> dict[str, np.ndarray]:
@@ -134,12 +71,12 @@ def predict(model_dir: str, paths: Sequence[str], *, head: str | None = None, k:
             checkpoint_path: str | None = None) -> dict:
     """{"predictions": [{"image", "heads"}], "skipped": [undecodable paths]} for the images in `paths`."""
     config = run_dir.read_config(model_dir)
-    valid = heads.model_heads(config.get("method", "ffl"), len(config["model"]["backbones"]))
+    valid = config.heads()
     if head is not None and head not in valid:
         raise ValueError(f"--head={head} is not a head of this run; choose one of: {', '.join(valid)}.")
-    images, decoded, bad = load_images(paths, config["model"]["image_shape"])
+    images, decoded, bad = load_images(paths, config.model["image_shape"])
     model, config, _ = run_dir.load_trained_model(model_dir, checkpoint_path)
-    ranked = top_k(probabilities(model, images, head), run_dir.class_names(config), k)
+    ranked = top_k(probabilities(model, images, head), config.class_names, k)
     return {"predictions": [{"image": p, "heads": r} for p, r in zip(decoded, ranked)], "skipped": bad}
 
 
@@ -155,8 +92,6 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise app.UsageError("Pass at least one image file or folder after the flags.")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
     try:
         result = predict(FLAGS.model_dir, argv[1:], head=FLAGS.head, k=FLAGS.top_k, checkpoint_path=FLAGS.checkpoint)
     except (run_dir.RunError, ValueError) as error:

@@ -4,11 +4,17 @@ import os
 import pathlib
 import tempfile
 
-import keras
-import pytest
-import tensorflow as tf
+from ffl_tf.utils import console
 
-import ffl_tf  # noqa: F401  (imports TensorFlow quietly)
+# The test process sets itself up as a command's would (`ffl_tf.launcher`): importing ffl_tf changes nothing.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+with console.filtered_stderr(show_all=console.verbose_requested()):
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
 
 # The image check's verdicts go to a cache of the test session's own, never the user's (CLI runs inherit it).
 os.environ["FFL_TF_CACHE_DIR"] = tempfile.mkdtemp(prefix="ffl_tf-test-cache-")

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from absl.testing import flagsaver
 
-from ffl_tf import checkpoint, compare, report, run_dir
+from ffl_tf import compare, methods
+from ffl_tf.comparison import report
+from ffl_tf.runs import checkpoint, run_dir
 from tests.test_train import REPO_ROOT, cli_env
 
 TIMEOUT = 300
@@ -36,7 +38,7 @@ def parse():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods=vanilla,foo"], "--methods: Unknown method 'foo'; choose from: ffl, dml, one, vanilla."),
+    (["--methods=vanilla,foo"], f"--methods: Unknown method 'foo'; choose from: {', '.join(methods.METHODS)}."),
     (["--methods=ffl,ffl"], "--methods=ffl,ffl: list each method once"),
     (["--seeds="], "--seeds=: use distinct non-negative integers"),
     (["--seeds=0,x"], "--seeds=0,x: use distinct non-negative integers"),
@@ -46,7 +48,11 @@ def parse():
     (["--methods=ffl,one", "--backbones=resnet8,wrn16_2", "--shared_stages=0"],
      "--methods=one: flags method=one, backbones=['resnet8', 'wrn16_2'], shared_stages=0: --method=one "
      "--backbones/--shared_stages: ONE's gate reads the shared trunk: use shared_stages >= 1, got 0."),
-    (["--methods=ffl,dml", "--fusion_channels=8"], "--fusion_channels do(es) not apply to --method=dml"),
+    # A setting of a method's own that no compared method lets a comparison set (--method_settings sets it).
+    (["--methods=ffl,dml", "--fusion_channels=8"], "--fusion_channels: a comparison trains each method with its own"),
+    (["--methods=ffl,dml", "--method_settings=one:branches=3"], "--method_settings names one, which"),
+    (["--methods=ffl,dml", "--method_settings=dml:fusion_channels=8"], "dml has no setting 'fusion_channels'"),
+    (["--methods=ffl,dml", "--method_settings=dml"], "--method_settings: 'dml' is not method:name=value"),
 ])
 def test_bad_comparisons_are_refused_before_any_work(parse, tmp_path, args, message):
     parse(f"--model_dir={tmp_path / 'cmp'}", *args)
@@ -79,9 +85,11 @@ def test_runs_go_seed_by_seed_and_each_method_gets_its_own_settings(parse, tmp_p
     vanilla, ffl = runs[:2]
     assert vanilla.path == str(tmp_path / "vanilla" / "seed3")
     assert vanilla.command[:3] == [sys.executable, "-m", "ffl_tf.train"]
-    for run, shared, rampup in [(vanilla, 0, 0.0), (ffl, 1, 2.0)]:
+    for run, shared, rampup in [(vanilla, 0, None), (ffl, 1, 2.0)]:
         args = run.command[3:]
-        assert f"--shared_stages={shared}" in args and f"--rampup_epochs={rampup}" in args
+        # Networks trained alone do not distill, so they have no ramp-up (its flag does not apply to them).
+        assert f"--shared_stages={shared}" in args
+        assert (f"--rampup_epochs={rampup}" in args) if rampup else not any("rampup" in a for a in args)
         assert {f"--method={run.method}", "--seed=3", f"--model_dir={run.path}", "--epochs=7",
                 "--backbones=resnet8,resnet8"} <= set(args)
         assert len(args) == len({a.split("=")[0] for a in args})  # each flag once
@@ -165,7 +173,7 @@ def snapshot(root: pathlib.Path, name: str) -> tuple[bytes, int]:
 
 def expected_report(root: pathlib.Path, method: str, seeds: list[int]) -> dict:
     """Means and sample deviations of the headline head, from the runs' own results.json and history.csv."""
-    head = report.HEADLINE_HEADS[method]
+    head = methods.get(method).headline(2)
     finals, bests = [], []
     for seed in seeds:
         run = root / method / f"seed{seed}"
@@ -237,7 +245,7 @@ def test_comparison_end_to_end(parse, capsys, tmp_path):
     summary = json.loads((root / report.JSON).read_text())
     assert summary["missing_runs"] == []
     for method in ("ffl", "vanilla"):
-        stats = summary["methods"][method]["accuracy"][report.HEADLINE_HEADS[method]]
+        stats = summary["methods"][method]["accuracy"][methods.get(method).headline(2)]
         for key, (mean, std) in expected_report(root, method, [0, 1]).items():
             assert stats[key]["n"] == 2
             np.testing.assert_allclose([stats[key]["mean"], stats[key]["std"]], [mean, std], rtol=1e-9, atol=1e-12)

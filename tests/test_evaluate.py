@@ -1,15 +1,18 @@
 """`python -m ffl_tf.evaluate`: reproduces results.json, reads image folders, refuses other classes in one line."""
 
+import dataclasses
 import json
 import pathlib
 
 import numpy as np
 import pytest
 
-from ffl_tf import data, evaluate, run_dir
+from ffl_tf import data, evaluate
 from ffl_tf.data import pipeline
+from ffl_tf.inspection import evaluation
+from ffl_tf.runs import run_dir
 from tests.data.images import write_png
-from tests.inspection import run_module
+from tests.inspection.helpers import run_module
 
 TRAIN = ["--dataset=digits", "--backbones=resnet8,resnet8", "--shared_stages=1", "--epochs=1", "--steps_per_epoch=5",
          "--batch_size=32", "--eval_batch_size=64", "--rampup_epochs=1", "--lr_decay_epochs=100", "--verbose=0"]
@@ -64,7 +67,7 @@ def test_per_class_accuracy_sums_to_the_top1_and_the_ensemble_gain_is_over_the_b
 def test_an_image_folder_split_with_the_runs_classes_gives_the_same_numbers(digits_run, evaluated, tmp_path):
     """The digits test split written as PNG files (DIR/test/<digit>/) evaluates like the tfds split."""
     config = run_dir.read_config(str(digits_run))
-    source = data.open_source(**config["dataset"], download=False)
+    source = data.open_source(**config.dataset, download=False)
     index = 0
     for images, labels in pipeline.eval_batches(source, batch_size=100):
         for image, label in zip(images.numpy(), labels.numpy()):
@@ -97,9 +100,9 @@ def test_other_class_names_are_refused_in_one_line(digits_run, tmp_path):
 def test_a_missing_split_and_a_wrong_image_size_are_refused(digits_run):
     config = run_dir.read_config(str(digits_run))
     with pytest.raises(ValueError, match=r"--split=nope is not a split of digits; its splits are"):
-        evaluate.evaluation_data(config, split="nope")
+        evaluation.evaluation_data(config, split="nope")
     with pytest.raises(ValueError, match="--split=test: .* is not a directory"):
-        evaluate.evaluation_data(config, dataset="image_folder", data_dir="/nonexistent", split="test")
-    other_size = {**config, "model": {**config["model"], "image_shape": [16, 16, 1]}}
+        evaluation.evaluation_data(config, dataset="image_folder", data_dir="/nonexistent", split="test")
+    other_size = dataclasses.replace(config, model={**config.model, "image_shape": [16, 16, 1]})
     with pytest.raises(ValueError, match="digits has 8x8x1 images and the run takes 16x16x1"):
-        evaluate.evaluation_data(other_size)
+        evaluation.evaluation_data(other_size)

@@ -5,9 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from ffl_tf import gradcam, methods, plots
+from ffl_tf import gradcam, methods
+from ffl_tf.inspection import curves, saliency
 from tests.data.images import write_png
-from tests.inspection import read_png, run_module, write_run
+from tests.inspection.helpers import read_png, run_module, write_run
 
 SIZE = 48  # the square's quadrant is then well outside the receptive field of the other corners' features
 HALF = SIZE // 2
@@ -55,7 +56,7 @@ def trained():
 
 def test_every_head_puts_most_of_its_heat_on_the_squares_corner(trained):
     model, images, labels = trained
-    explanations = gradcam.grad_cam(model, images)
+    explanations = saliency.grad_cam(model, images)
     assert list(explanations) == ["branch_0", "branch_1", "ensemble", "fused"]
     for head, explanation in explanations.items():
         assert explanation.maps.shape == (16, SIZE, SIZE) and (explanation.maps >= 0).all()
@@ -67,19 +68,19 @@ def test_every_head_puts_most_of_its_heat_on_the_squares_corner(trained):
             peak[np.unravel_index(np.argmax(heat), heat.shape)] = True
             assert quadrant(peak, label).any(), head
     # Explaining another class than the predicted one uses that class for every head.
-    other = gradcam.grad_cam(model, images[:2], class_index=3)
+    other = saliency.grad_cam(model, images[:2], class_index=3)
     assert all((e.classes == 3).all() for e in other.values())
 
 
 def test_the_grid_has_a_panel_per_head_and_image_and_is_not_blank(trained, tmp_path):
     model, images, _ = trained
-    explanations = gradcam.grad_cam(model, images[:4])
+    explanations = saliency.grad_cam(model, images[:4])
     names = list(CORNERS)
     sizes = {}
     for rows, heads in [(2, list(explanations)), (2, ["fused"]), (4, ["fused"])]:
         path = tmp_path / f"{rows}x{len(heads)}.png"
-        figure = gradcam.draw_grid(images[:rows], {h: explanations[h] for h in heads}, names, ["a"] * rows)
-        plots.write_png(figure, str(path))
+        figure = saliency.draw_grid(images[:rows], {h: explanations[h] for h in heads}, names, ["a"] * rows)
+        curves.write_png(figure, str(path))
         pixels = read_png(path)
         assert pixels.astype(float).var() > 0
         sizes[rows, len(heads) + 1] = pixels.shape[:2]
@@ -111,7 +112,7 @@ def test_the_command_writes_the_grid_of_a_run(trained, tmp_path):
 def test_every_method_and_kind_of_branch_gets_a_map_per_head(method, backbones, shared_stages):
     model = methods.get(method).build(backbones, 5, (32, 32, 3), shared_stages=shared_stages)
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
-    explanations = gradcam.grad_cam(model, images)
+    explanations = saliency.grad_cam(model, images)
     logits = model(images, training=False)
     assert list(explanations) == list(logits)
     for head, explanation in explanations.items():

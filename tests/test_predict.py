@@ -8,9 +8,10 @@ import pytest
 
 from ffl_tf import data, predict
 from ffl_tf.data import pipeline
+from ffl_tf.inspection import images as image_files
 from ffl_tf.methods.ffl import build_ffl_model
 from tests.data.images import write_png
-from tests.inspection import run_module, write_run
+from tests.inspection.helpers import run_module, write_run
 
 CLASSES = ["ant", "bee", "cat"]
 SIZE = 16
@@ -43,7 +44,7 @@ def test_files_are_decoded_exactly_like_the_evaluation_pipeline(images, size):
     paths = sorted((images / "test").rglob("*.png"), key=lambda p: (p.parent.name, p.name))
     assert len(evaluated) == len(paths) == 12
     for path, expected in zip(paths, evaluated):
-        np.testing.assert_array_equal(predict.decode_image(str(path), (size, size, 3)), expected, err_msg=str(path))
+        np.testing.assert_array_equal(image_files.decode_image(str(path), (size, size, 3)), expected, err_msg=str(path))
 
 
 def test_top1_of_every_head_equals_the_keras_models_on_the_evaluation_images(images, run):
@@ -84,4 +85,4 @@ def test_json_output_parses_folders_are_walked_and_undecodable_files_skipped(ima
     table = predict.table([p["image"] for p in output["predictions"]], [p["heads"] for p in output["predictions"]])
     assert table.splitlines()[0].endswith("a.png") and table.splitlines()[1].lstrip().startswith("branch_0")
     with pytest.raises(ValueError, match="nowhere.png does not exist"):
-        predict.image_files([str(tmp_path / "nowhere.png")])
+        image_files.image_files([str(tmp_path / "nowhere.png")])

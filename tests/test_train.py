@@ -16,7 +16,8 @@ import pytest
 import tensorflow_datasets as tfds
 from absl.testing import flagsaver
 
-from ffl_tf import checkpoint, run_dir, train
+from ffl_tf import train
+from ffl_tf.runs import checkpoint, run_dir
 from tests.data.images import write_png
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -231,6 +232,7 @@ import tensorflow as tf
 from absl import flags
 from ffl_tf import train
 from ffl_tf.data import tfds_sources
+from ffl_tf.runs import training
 
 decoded = []  # a counter of the images this worker's input pipelines decode
 
@@ -251,7 +253,7 @@ train.data.digits_source = tfds_sources.digits_source
 flags.FLAGS(["train"] + sys.argv[1:])
 model_dir = flags.FLAGS.model_dir
 strategy, source, config = train.start(model_dir)
-model, results = train.train(config, model_dir, strategy, source, verbose=0)
+model, results = training.train(config, model_dir, strategy, source, verbose=0)
 task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 np.savez(os.path.join(os.environ["WEIGHTS_DIR"], f"worker{task}.npz"), *model.get_weights(),
          decoded=decoded[0].numpy())
@@ -417,10 +419,11 @@ def test_start_up_is_quiet_at_the_default_verbosity(tmp_path):
 def test_your_own_builder_from_the_cli_trains_and_its_run_rebuilds_it(tmp_path, cifar10_sample):
     model_dir = tmp_path / "run"
     result = run_cli("--dataset=image_folder", f"--data_dir={cifar10_sample}", f"--model_dir={model_dir}",
-                     "--backbones=tests.models.builders:tiny_cnn,resnet8", "--shared_stages=0", "--epochs=1",
+                     "--backbones=tests.backbones.builders:tiny_cnn,resnet8", "--shared_stages=0", "--epochs=1",
                      "--steps_per_epoch=2", "--batch_size=16", "--eval_batch_size=100", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert read_json(model_dir / run_dir.CONFIG)["model"]["backbones"] == ["tests.models.builders:tiny_cnn", "resnet8"]
+    backbones = read_json(model_dir / run_dir.CONFIG)["model"]["backbones"]
+    assert backbones == ["tests.backbones.builders:tiny_cnn", "resnet8"]
     model, _, _ = run_dir.load_trained_model(str(model_dir))  # what export and the inspection commands do
     assert model.get_layer("branch_0").get_layer("tiny_cnn") is not None
 
@@ -428,9 +431,9 @@ def test_your_own_builder_from_the_cli_trains_and_its_run_rebuilds_it(tmp_path, 
 def test_a_builder_that_breaks_the_contract_is_refused_before_any_run_is_written(tmp_path, cifar10_sample):
     model_dir = tmp_path / "run"
     result = run_cli("--dataset=image_folder", f"--data_dir={cifar10_sample}", f"--model_dir={model_dir}",
-                     "--backbones=tests.models.builders:pooled,resnet8", "--shared_stages=0", timeout=120)
+                     "--backbones=tests.backbones.builders:pooled,resnet8", "--shared_stages=0", timeout=120)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "tests.models.builders:pooled returned a tensor of shape (None, 8)" in result.stderr.splitlines()[-1]
+    assert "tests.backbones.builders:pooled returned a tensor of shape (None, 8)" in result.stderr.splitlines()[-1]
     assert not (model_dir / run_dir.CONFIG).exists()
 
 

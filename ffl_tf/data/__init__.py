@@ -31,7 +31,7 @@ def open_source(
     data_dir: str | None = None,
     image_size: int | None = None,
     validation_fraction: float = 0.2,
-    seed: int = 0,
+    split_seed: int = 0,
     download: bool = False,
     skip_bad_images: bool = False,
 ) -> Source:
@@ -43,7 +43,7 @@ def open_source(
         image_size: square size to resize images to (image folders, ImageNet and other tfds datasets;
             default: their native size, 224 when it varies).
         validation_fraction: image folders without a test split: the fraction of train/ held out.
-        seed: chooses the image-folder hold-out.
+        split_seed: chooses the image-folder hold-out (the same images whatever the training seed).
         download: let tfds download a missing dataset (fails within seconds without network).
         skip_bad_images: image folders: leave out undecodable files and empty class folders
             (default: refuse them, naming them).
@@ -55,7 +55,7 @@ def open_source(
     if dataset == "imagenet2012":
         return imagenet_source(data_dir, image_size, download)
     if dataset == "image_folder":
-        return image_folder_source(data_dir, image_size, validation_fraction, seed, skip_bad_images)
+        return image_folder_source(data_dir, image_size, validation_fraction, split_seed, skip_bad_images)
     return classification_source(dataset, data_dir, image_size, validation_fraction, download)
 
 
@@ -72,12 +72,12 @@ def load(
 
     train is shuffled with `seed`, augmented, repeated forever and batched with drop_remainder, starting
     at its batch `start_step`; eval is neither augmented nor repeated and keeps its last partial batch.
-    Other keyword arguments are `open_source`'s.
+    `seed` orders and augments the training stream; other keyword arguments are `open_source`'s.
     """
     if batch_size < 1 or eval_batch_size < 1:
         raise ValueError(f"batch_size={batch_size} and eval_batch_size={eval_batch_size} must both be >= 1.")
     if start_step < 0:
         raise ValueError(f"start_step={start_step} must be >= 0.")
-    source = open_source(dataset, seed=seed, download=download, **kwargs)
+    source = open_source(dataset, download=download, **kwargs)
     train = pipeline.train_batches(source, batch_size=batch_size, seed=seed, start_step=start_step)
     return train, pipeline.eval_batches(source, batch_size=eval_batch_size), source.info

@@ -12,7 +12,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
-from ffl_tf import atomic
+from ffl_tf.utils import atomic
 
 # How many bad paths an error message lists.
 SHOWN = 5

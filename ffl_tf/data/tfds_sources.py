@@ -21,9 +21,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from ffl_tf import network
 from ffl_tf.data import digits, ops_image
 from ffl_tf.data.source import DatasetInfo, DatasetNotFoundError, Source, int32_label, shard
+from ffl_tf.utils import reachability
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel statistics in 0..255 pixel units.
@@ -170,7 +170,7 @@ def download_and_prepare(builder, *, download: bool) -> None:
         raise DatasetNotFoundError(offline_fix(builder, "downloading was not requested (download=False)"))
     # The homepage and the data usually share a host (www.cs.toronto.edu for CIFAR).
     host = urllib.parse.urlparse(builder.info.homepage or "").hostname or "storage.googleapis.com"
-    if not network.reachable(host, 443):
+    if not reachability.reachable(host, 443):
         raise DatasetNotFoundError(offline_fix(builder, f"its download host {host}:443 is unreachable (no network?)"))
     logging.info("Downloading and preparing %s into %s", builder.name, builder.data_dir)
     builder.download_and_prepare()

@@ -1,37 +1,32 @@
-"""The training methods: FFL and the baselines it is compared with, each a small module.
+"""The training methods: FFL and the online-distillation methods it is compared with, one module each.
 
-A method module has `DEFAULTS` (its reference code's settings, the one home of each), `build(...)` (a
-functional `DistillationModel` whose outputs are its heads) and `loss(logits, labels, *, kd_weight,
-sample_weight=None, **settings)`, a pure function of tensors returning `(total, parts)`.
+Each module declares a `Method` (`ffl_tf.methods.declaration`): its reference settings, how it validates
+and builds a model, its loss (a pure function of tensors), the heads it outputs and reports, and what a
+comparison may set. A new method is a new module and one line in `METHODS`.
+
+    methods.get("ffl").build(["resnet32", "resnet32"], 100, (32, 32, 3), shared_stages=2)
+    methods.loss_fn("ffl", temperature=4.0)    # the loss with its settings bound
 """
 
-import functools
-import inspect
 from collections.abc import Callable
-from types import ModuleType
 
-from ffl_tf.methods import dml, ffl, one, vanilla
+from ffl_tf.methods import dml, ffl, okddip, one, vanilla
+from ffl_tf.methods.declaration import Method
 
-METHODS: dict[str, ModuleType] = {"ffl": ffl, "dml": dml, "one": one, "vanilla": vanilla}
-# Arguments of `loss` that the training step supplies, not the run's settings.
-_STEP_ARGUMENTS = ("logits", "labels", "kd_weight", "sample_weight")
+METHODS: dict[str, Method] = {m.name: m for m in (ffl.METHOD, dml.METHOD, one.METHOD, vanilla.METHOD, okddip.METHOD)}
+# The method a run trains when --method is not given.
+DEFAULT = ffl.METHOD.name
+
+__all__ = ["DEFAULT", "METHODS", "Method", "get", "loss_fn"]
 
 
-def get(name: str) -> ModuleType:
-    """The method module registered as `name`; raises ValueError listing the known names."""
+def get(name: str) -> Method:
+    """The method registered as `name`; raises ValueError listing the known names."""
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose from: {', '.join(METHODS)}.")
     return METHODS[name]
 
 
-def settings(function: Callable) -> list[str]:
-    """The keyword settings a method's `build` or `loss` takes (those a run's config must supply)."""
-    return [name for name, parameter in inspect.signature(function).parameters.items()
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in _STEP_ARGUMENTS]
-
-
-def loss_fn(name: str, **overrides) -> Callable:
-    """Method `name`'s loss with its `DEFAULTS`, updated by `overrides` (e.g. `temperature=4.0`)."""
-    method = get(name)
-    chosen = {key: method.DEFAULTS[key] for key in settings(method.loss) if key in method.DEFAULTS}
-    return functools.partial(method.loss, **{**chosen, **overrides})
+def loss_fn(name: str, **settings) -> Callable[..., tuple]:
+    """Method `name`'s loss with its settings bound: `settings` over its defaults (e.g. `temperature=4.0`)."""
+    return get(name).loss_fn(**settings)

@@ -9,9 +9,10 @@ from are those before this step's update instead of after it.
 import functools
 from collections.abc import Sequence
 
-from ffl_tf import heads
-from ffl_tf.losses import cross_entropy, kl_divergence
 from ffl_tf.methods import vanilla
+from ffl_tf.methods.declaration import Method, branch_logits, branches_and_ensemble, constant
+from ffl_tf.model import heads
+from ffl_tf.model.losses import cross_entropy, kl_divergence
 
 # The paper's settings: T = 1, no ramp-up, SGD with Nesterov momentum.
 DEFAULTS = {"temperature": 1.0, "rampup_epochs": 0.0, "nesterov": True, "shared_stages": 0}
@@ -37,5 +38,18 @@ def dml_loss(branch_logits: Sequence, labels, *, temperature: float, kd_weight, 
 
 def loss(logits: dict, labels, *, kd_weight, temperature: float, sample_weight=None) -> tuple:
     """`dml_loss` on a model's branch heads."""
-    branch_logits = [logits[name] for name in heads.branch_heads(logits)]
-    return dml_loss(branch_logits, labels, temperature=temperature, kd_weight=kd_weight, sample_weight=sample_weight)
+    return dml_loss(branch_logits(logits), labels, temperature=temperature, kd_weight=kd_weight,
+                    sample_weight=sample_weight)
+
+
+METHOD = Method(
+    name="dml",
+    title="DML: deep mutual learning (Zhang, Xiang, Hospedales, Lu, CVPR 2018)",
+    defaults=DEFAULTS,
+    validate=validate,
+    build=build,
+    loss=loss,
+    heads=branches_and_ensemble,
+    headline=constant(heads.BRANCH_MEAN),
+    loss_settings=("temperature",),
+)

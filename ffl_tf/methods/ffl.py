@@ -6,16 +6,17 @@ The fused classifier learns from the branches' ensemble and every branch from th
 
 from collections.abc import Sequence
 
-from ffl_tf import heads, losses
-from ffl_tf.branches import build_branches, image_input, mean_ensemble, validate_branches
-from ffl_tf.fusion import build_fusion
-from ffl_tf.model import DistillationModel
-from ffl_tf.models import BranchSpec
+from ffl_tf.backbones import BranchSpec
+from ffl_tf.methods.declaration import Method, branch_logits, branches_and_ensemble, constant
+from ffl_tf.model import heads, losses
+from ffl_tf.model.branches import build_branches, image_input, mean_ensemble, validate_branches
+from ffl_tf.model.distillation import DistillationModel
+from ffl_tf.model.fusion import build_fusion
 
 # The official code's settings (Jangho-Kim/FFL-pytorch): T = 3, ramp-up over 80 of 300 epochs, Nesterov
-# SGD, the stem and the first two of three stages shared.
+# SGD, the stem and the first two of three stages shared, weight decay 1e-5 on the fusion module.
 DEFAULTS = {"temperature": 3.0, "rampup_epochs": 80.0, "nesterov": True, "shared_stages": 2,
-            "distill_to_fused": True, "distill_to_branches": True}
+            "distill_to_fused": True, "distill_to_branches": True, "fusion_weight_decay": 1e-5}
 
 
 def validate(backbones: Sequence[BranchSpec], shared_stages: int) -> None:
@@ -81,9 +82,24 @@ def loss(
     sample_weight=None,
 ) -> tuple:
     """`losses.ffl_loss` on a model's heads; the ensemble is the model's own `ensemble` head."""
-    branch_logits = [logits[name] for name in heads.branch_heads(logits)]
     return losses.ffl_loss(
-        branch_logits, logits[heads.FUSED], labels, temperature=temperature, kd_weight=kd_weight,
+        branch_logits(logits), logits[heads.FUSED], labels, temperature=temperature, kd_weight=kd_weight,
         ensemble=logits[heads.ENSEMBLE], distill_to_fused=distill_to_fused,
         distill_to_branches=distill_to_branches, sample_weight=sample_weight,
     )
+
+
+METHOD = Method(
+    name="ffl",
+    title="FFL: feature fusion learning (Kim, Hyun, Chung, Kwak, ICPR 2020)",
+    defaults=DEFAULTS,
+    validate=validate,
+    build=build,
+    loss=loss,
+    heads=lambda num_branches: [*branches_and_ensemble(num_branches), heads.FUSED],
+    headline=constant(heads.FUSED),
+    build_settings=("fusion_channels",),
+    loss_settings=("temperature", "distill_to_fused", "distill_to_branches"),
+    module_weight_decay={"fusion": "fusion_weight_decay"},
+    comparison_settings=("shared_stages", "rampup_epochs"),
+)

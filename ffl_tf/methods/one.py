@@ -16,11 +16,12 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from ffl_tf import heads
-from ffl_tf.branches import build_branches, image_input, validate_branches
-from ffl_tf.losses import cross_entropy, kl_divergence
-from ffl_tf.model import DistillationModel
-from ffl_tf.models import BranchSpec, layers
+from ffl_tf.backbones import BranchSpec, layers
+from ffl_tf.methods.declaration import Method, branch_logits, branches_and_ensemble, constant
+from ffl_tf.model import heads
+from ffl_tf.model.branches import build_branches, image_input, validate_branches
+from ffl_tf.model.distillation import DistillationModel
+from ffl_tf.model.losses import cross_entropy, kl_divergence
 
 # The official code's settings: T = 3, ramp-up over 80 epochs, SGD momentum 0.9 without Nesterov, the
 # stem and stages 1-2 shared.
@@ -62,7 +63,7 @@ def build_gate(feature_shape: Sequence[int], num_branches: int, *, sync_batchnor
     """Trunk features -> per-example branch weights g (softmax over K): GAP -> dense(K) -> BN -> ReLU -> softmax."""
     features = keras.Input(tuple(feature_shape), name="trunk_features")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(features)
-    x = keras.layers.Dense(num_branches, name="dense")(x)
+    x = layers.dense(x, num_branches, name="dense")
     x = layers.batch_norm(sync=sync_batchnorm, name="bn")(x)
     x = layers.relu("relu")(x)
     weights = keras.layers.Softmax(dtype="float32", name="softmax")(x)
@@ -92,8 +93,21 @@ def one_loss(branch_logits: Sequence, teacher_logits, labels, *, temperature: fl
 
 def loss(logits: dict, labels, *, kd_weight, temperature: float, sample_weight=None) -> tuple:
     """`one_loss` on a model's heads; the teacher is its `ensemble` head."""
-    branch_logits = [logits[name] for name in heads.branch_heads(logits)]
     return one_loss(
-        branch_logits, logits[heads.ENSEMBLE], labels, temperature=temperature, kd_weight=kd_weight,
+        branch_logits(logits), logits[heads.ENSEMBLE], labels, temperature=temperature, kd_weight=kd_weight,
         sample_weight=sample_weight,
     )
+
+
+METHOD = Method(
+    name="one",
+    title="ONE: on-the-fly native ensemble (Lan, Zhu, Gong, NeurIPS 2018)",
+    defaults=DEFAULTS,
+    validate=validate,
+    build=build,
+    loss=loss,
+    heads=branches_and_ensemble,
+    headline=constant(heads.ENSEMBLE),
+    loss_settings=("temperature",),
+    comparison_settings=("shared_stages", "rampup_epochs"),
+)

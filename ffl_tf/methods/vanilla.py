@@ -6,13 +6,16 @@ several, they are trained independently in one run (their `ensemble` head is rep
 
 from collections.abc import Sequence
 
-from ffl_tf import heads
-from ffl_tf.branches import build_branches, image_input, mean_ensemble, validate_branches
-from ffl_tf.losses import cross_entropy
-from ffl_tf.model import DistillationModel
-from ffl_tf.models import BranchSpec
+from ffl_tf.backbones import BranchSpec
+from ffl_tf.methods.declaration import Method, branch_logits, branches_and_ensemble, constant
+from ffl_tf.model import heads
+from ffl_tf.model.branches import build_branches, image_input, mean_ensemble, validate_branches
+from ffl_tf.model.distillation import DistillationModel
+from ffl_tf.model.losses import cross_entropy
 
-DEFAULTS = {"rampup_epochs": 0.0, "nesterov": True, "shared_stages": 0}
+# SGD with Nesterov momentum, as the FFL code trains its networks; independent networks (no distillation,
+# so no temperature and no ramp-up).
+DEFAULTS = {"nesterov": True, "shared_stages": 0}
 
 
 def validate(backbones: Sequence[BranchSpec], shared_stages: int, *, method: str = "vanilla",
@@ -51,6 +54,18 @@ def build(
 def loss(logits: dict, labels, *, kd_weight, sample_weight=None) -> tuple:
     """L = sum_k CE(z_k, y); `kd_weight` is unused (there is no distillation)."""
     del kd_weight
-    ce = sum(cross_entropy(logits[name], labels, sample_weight) for name in heads.branch_heads(logits))
+    ce = sum(cross_entropy(z, labels, sample_weight) for z in branch_logits(logits))
     return ce, {"ce_branches": ce}
+
+
+METHOD = Method(
+    name="vanilla",
+    title="each network trained alone, by its own cross-entropy (no distillation)",
+    defaults=DEFAULTS,
+    validate=validate,
+    build=build,
+    loss=loss,
+    heads=branches_and_ensemble,
+    headline=constant(heads.BRANCH_MEAN),
+)
 

@@ -1,115 +1,18 @@
-"""Backbones: the registry of reference networks, and every other form a branch may take.
+"""Deprecated: `ffl_tf.models` is now `ffl_tf.backbones` (the networks a branch is built from); this path keeps
+working for this release, with a DeprecationWarning, and will be removed in the next one.
 
-A branch is given as (see `get_backbone`):
-- a registry name (`BACKBONES`: CIFAR ResNets, Wide ResNets, ImageNet ResNet-18/34, MobileNetV2);
-- `keras:<Constructor>`, a keras.applications network (`keras_apps`);
-- `package.module:function`, a zero-argument function returning a `keras.Model` or a `Backbone`;
-- in Python, a `keras.Model` mapping images to a 4-D feature map, a zero-argument function returning one,
-  or a `Backbone` (stem + stages, the form that can share a trunk).
-Networks other than keras.applications take the run's normalised images ((pixels - mean) / std).
+`import ffl_tf.models.cifar_resnet` and the like resolve to the same modules of `ffl_tf.backbones`.
 """
 
-import functools
 import importlib
-from collections.abc import Callable
+import sys
+import warnings
 
-import keras
+from ffl_tf.backbones import *  # noqa: F403
+from ffl_tf.backbones import __all__  # noqa: F401
 
-from ffl_tf.models import keras_apps
-from ffl_tf.models.backbone import Backbone, BackboneError, check_feature_map
-from ffl_tf.models.cifar_resnet import cifar_resnet
-from ffl_tf.models.imagenet_resnet import imagenet_resnet
-from ffl_tf.models.mobilenet_v2 import mobilenet_v2
-from ffl_tf.models.wide_resnet import wide_resnet
+warnings.warn("ffl_tf.models is deprecated; import ffl_tf.backbones instead.", DeprecationWarning, stacklevel=2)
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {
-    **{f"resnet{d}": functools.partial(cifar_resnet, d) for d in (8, 14, 20, 32, 44, 56, 110)},
-    **{f"wrn{d}_{k}": functools.partial(wide_resnet, d, k) for d, k in
-       ((16, 2), (16, 4), (16, 8), (28, 2), (28, 10), (40, 2), (40, 4))},
-    "resnet18": functools.partial(imagenet_resnet, 18),
-    "resnet34": functools.partial(imagenet_resnet, 34),
-    "mobilenetv2": functools.partial(mobilenet_v2, 1.0),
-    "mobilenetv2_050": functools.partial(mobilenet_v2, 0.5),
-}
-CONTRACT = ("a keras.Model mapping images [batch, H, W, C] to a 4-D feature map, a zero-argument function "
-            "returning one, or a Backbone")
-BranchSpec = str | Backbone | keras.Model | Callable[[], "keras.Model | Backbone"]
-
-__all__ = ["BACKBONES", "Backbone", "BackboneError", "BranchSpec", "check_spec", "describe", "get_backbone"]
-
-
-def get_backbone(spec: BranchSpec, *, sync_bn: bool = False, pretrained: str | None = None) -> Backbone:
-    """The Backbone a branch spec stands for; raises BackboneError naming the spec and the accepted forms.
-
-    `sync_bn` applies to the registry networks, `pretrained` ("imagenet") to keras.applications ones.
-    """
-    if isinstance(spec, Backbone):
-        return spec
-    if isinstance(spec, keras.Model):
-        return _from_model(lambda: spec, spec.name)
-    if isinstance(spec, str):
-        if spec in BACKBONES:
-            return BACKBONES[spec](sync_bn=sync_bn)
-        if spec.startswith(keras_apps.PREFIX):
-            return keras_apps.application(spec.removeprefix(keras_apps.PREFIX), pretrained=pretrained)
-        if ":" in spec:
-            return _from_builder(import_builder(spec), spec)
-        raise BackboneError(
-            f"Unknown backbone {spec!r}; choose from: {', '.join(BACKBONES)}, or keras:<keras.applications "
-            "constructor> (e.g. keras:MobileNetV3Small), or package.module:function."
-        )
-    if callable(spec):
-        return _from_builder(spec, getattr(spec, "__name__", repr(spec)))
-    raise BackboneError(f"Received: branch {spec!r}; a branch is a backbone name or {CONTRACT}.")
-
-
-def check_spec(spec: str) -> None:
-    """Raises BackboneError unless a `--backbones` entry names something that exists (nothing is built)."""
-    if spec in BACKBONES:
-        return
-    if spec.startswith(keras_apps.PREFIX):
-        keras_apps.constructor(spec.removeprefix(keras_apps.PREFIX))
-    elif ":" in spec:
-        import_builder(spec)
-    else:
-        get_backbone(spec)  # raises, listing the choices
-
-
-def import_builder(spec: str) -> Callable:
-    """The function `package.module:function` names; raises BackboneError if it cannot be imported."""
-    module_name, _, function_name = spec.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise BackboneError(
-            f"--backbones={spec}: cannot import {function_name!r} from module {module_name!r} ({error}). The "
-            f"function must be importable here and return {CONTRACT}."
-        ) from None
-    if not callable(function):
-        raise BackboneError(f"--backbones={spec}: {function_name} is not a function; it must return {CONTRACT}.")
-    return function
-
-
-def describe(spec: BranchSpec) -> str:
-    """A short name for a branch spec, for logs and run directory names."""
-    return spec if isinstance(spec, str) else getattr(spec, "name", None) or getattr(spec, "__name__", "custom")
-
-
-def _from_builder(builder: Callable, name: str) -> Backbone:
-    """A zero-argument function returning a keras.Model (called once per branch) or a Backbone."""
-    made = builder()
-    if isinstance(made, Backbone):
-        return made
-    if not isinstance(made, keras.Model):
-        raise BackboneError(f"Backbone {name} returned {type(made).__name__}; it must return {CONTRACT}.")
-    first = [made]
-    return _from_model(lambda: first.pop() if first else builder(), name)
-
-
-def _from_model(make: Callable[[], keras.Model], name: str) -> Backbone:
-    """A whole network as a backbone with no stages: its stem calls a fresh model from `make` each time."""
-
-    def stem(x, prefix: str):
-        return check_feature_map(make()(x), name)
-
-    return Backbone(name, stem, ())
+for _name in ("backbone", "batch_norm", "cifar_resnet", "imagenet_resnet", "keras_apps", "layers", "mobilenet_v2",
+              "wide_resnet"):
+    sys.modules[f"{__name__}.{_name}"] = importlib.import_module(f"ffl_tf.backbones.{_name}")

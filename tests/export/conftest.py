@@ -11,8 +11,10 @@ import pathlib
 import keras
 import pytest
 
-from ffl_tf import atomic, checkpoint, data, methods, run_dir
-from ffl_tf.model import DistillationModel
+from ffl_tf import data, methods
+from ffl_tf.model.distillation import DistillationModel
+from ffl_tf.runs import checkpoint, run_dir
+from ffl_tf.utils import atomic
 
 TRAIN_STEPS = 150
 LEARNING_RATE = 0.02
@@ -58,7 +60,7 @@ def trained_run(tmp_path_factory, cifar10_sample) -> TrainedRun:
     model = run_dir.build_model(config)
     model.compile(keras.optimizers.SGD(LEARNING_RATE, momentum=0.9, nesterov=True),
                   distillation_loss=methods.loss_fn("ffl"), steps_per_epoch=TRAIN_STEPS, rampup_epochs=1.0,
-                  weight_decay=1e-4, fusion_weight_decay=1e-5)
+                  weight_decay=1e-4, module_weight_decay={"fusion": 1e-5})
     model.fit(train_ds, steps_per_epoch=TRAIN_STEPS, epochs=1, verbose=0, shuffle=False)
     path = tmp_path_factory.mktemp("run")
     atomic.write_json(str(path / run_dir.CONFIG), config)

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from export import checks, saved_model, serving, tflite
-from ffl_tf import atomic, run_dir
+from ffl_tf.export import checks, saved_model, serving, tflite
+from ffl_tf.runs import run_dir
+from ffl_tf.utils import atomic
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 

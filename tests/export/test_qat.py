@@ -15,13 +15,15 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json
 import numpy as np
-from export import checks, qat
-from ffl_tf import run_dir
-from ffl_tf.model import head_model
+from ffl_tf.export import checks, qat
+from ffl_tf.runs import run_dir
+from ffl_tf.runs.config import RunConfig
+from ffl_tf.model.distillation import head_model
 
 def config(backbones, shared_stages):
-    return {"method": "ffl", "model": {"backbones": backbones, "num_classes": 7, "image_shape": [32, 32, 3],
-            "shared_stages": shared_stages, "mean": [120.0, 110.0, 100.0], "std": [60.0, 55.0, 50.0]}}
+    return RunConfig.from_json({"method": "ffl", "model_version": 2, "model": {
+        "backbones": backbones, "num_classes": 7, "image_shape": [32, 32, 3], "shared_stages": shared_stages,
+        "mean": [120.0, 110.0, 100.0], "std": [60.0, 55.0, 50.0]}})
 
 def copied(backbones, shared_stages, head):
     cfg = config(backbones, shared_stages)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import saved_model, serving
 from ffl_tf import data
-from ffl_tf.model import head_model
+from ffl_tf.export import saved_model, serving
+from ffl_tf.model.distillation import head_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 HEADS = ("branch_0", "branch_1", "ensemble", "fused")

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from export import tflite
 from ffl_tf import data
-from ffl_tf.model import head_model
+from ffl_tf.export import tflite
+from ffl_tf.model.distillation import head_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 HEAD = "fused"  # the FFL classifier, and the largest graph: trunk, both branches, fusion module

@@ -11,12 +11,14 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from export import saved_model, tflite
-from ffl_tf import atomic, checkpoint, data, methods, run_dir
-from ffl_tf.model import head_model
+from ffl_tf import data, methods
+from ffl_tf.export import saved_model, tflite
+from ffl_tf.model.distillation import head_model
+from ffl_tf.runs import checkpoint, run_dir
+from ffl_tf.utils import atomic
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-BACKBONES = ["tests.models.builders:tiny_cnn", "keras:MobileNetV3Small"]
+BACKBONES = ["tests.backbones.builders:tiny_cnn", "keras:MobileNetV3Small"]
 
 
 @pytest.fixture(scope="module")

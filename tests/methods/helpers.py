@@ -8,12 +8,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export import saved_model, tflite
-from ffl_tf import atomic, checkpoint, data, methods, run_dir
+from ffl_tf import data, methods
 from ffl_tf.data import pipeline
-from ffl_tf.model import DistillationModel, head_model
-from tests.test_distribution import in_memory_source
-from tests.test_losses import np_log_softmax
+from ffl_tf.export import saved_model, tflite
+from ffl_tf.model.distillation import DistillationModel, head_model
+from ffl_tf.runs import checkpoint, run_dir
+from ffl_tf.utils import atomic
+from tests.model.test_losses import np_log_softmax
+from tests.runs.test_distribution import in_memory_source
 
 BATCH_SIZE = 32
 EVAL_BATCH_SIZE = 100
@@ -42,9 +44,10 @@ def random_images(n: int = 8, size: int = 32, seed: int = 0) -> tuple[np.ndarray
 def compile_method(model: DistillationModel, method: str, *, lr: float = 0.05, steps_per_epoch: int = 4,
                    rampup_epochs: float = 1.0, **kwargs) -> DistillationModel:
     """Like tests/test_model.py's compile_sgd, with `method`'s loss and momentum settings."""
-    model.compile(keras.optimizers.SGD(lr, momentum=0.9, nesterov=methods.get(method).DEFAULTS["nesterov"]),
-                  distillation_loss=methods.loss_fn(method), steps_per_epoch=steps_per_epoch,
-                  rampup_epochs=rampup_epochs, weight_decay=1e-4, fusion_weight_decay=1e-5, **kwargs)
+    declared = methods.get(method)
+    model.compile(keras.optimizers.SGD(lr, momentum=0.9, nesterov=declared.defaults["nesterov"]),
+                  distillation_loss=declared.loss_fn(), steps_per_epoch=steps_per_epoch, rampup_epochs=rampup_epochs,
+                  weight_decay=1e-4, module_weight_decay=dict.fromkeys(declared.module_weight_decay, 1e-5), **kwargs)
     return model
 
 
@@ -67,7 +70,7 @@ def train_on_sample(method: str, backbones: list[str], path: pathlib.Path, sampl
     config = {
         "model_version": run_dir.MODEL_VERSION, "method": method, "class_names": list(info.class_names),
         "model": {"backbones": backbones, "num_classes": info.num_classes, "image_shape": list(info.image_shape),
-                  "shared_stages": methods.get(method).DEFAULTS["shared_stages"], "mean": list(info.mean),
+                  "shared_stages": methods.get(method).defaults["shared_stages"], "mean": list(info.mean),
                   "std": list(info.std), "sync_batchnorm": False},
         "dataset": dataset,
         "training": {"batch_size": BATCH_SIZE, "eval_batch_size": EVAL_BATCH_SIZE, "seed": 0},
@@ -127,8 +130,12 @@ def check_two_replicas_match_one_device(strategy, method: str, backbones: list[s
     errors = [np.linalg.norm(w2 - w1) for w1, w2 in zip(one[0], two[0])]
     assert max(updates) > 1e-2  # training really changed the weights
     assert np.linalg.norm(errors) < 1e-3 * np.linalg.norm(updates)
+    # Per weight, 5%: with the classifiers initialised as PyTorch's nn.Linear (narrower than Keras's Glorot
+    # default), the smallest updates (stem, early batch norms) are ill-conditioned in this tiny setup: on ONE
+    # device, a 1e-6 relative change of the initial weights moves them by 1.3% (measured). A missing division
+    # by the replicas, or half-batch BN statistics, miss by 10% and more.
     for error, update in zip(errors, updates):
-        assert error <= 1e-2 * update + 1e-6
+        assert error <= 5e-2 * update + 1e-6
     for one_logs, two_logs in [(one[1], two[1]), (one[2], two[2])]:
         assert one_logs.keys() == two_logs.keys()
         for name, value in one_logs.items():

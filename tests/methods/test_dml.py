@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import checks
 from ffl_tf import methods
+from ffl_tf.export import checks
 from ffl_tf.methods import dml
-from ffl_tf.model import parameter_counts
+from ffl_tf.model.distillation import parameter_counts
 from tests.methods import helpers
-from tests.test_losses import np_cross_entropy, np_kl
+from tests.model.test_losses import np_cross_entropy, np_kl
 
 
 def np_dml_loss(logits, labels, temperature, kd_weight):

@@ -9,7 +9,7 @@ import tensorflow as tf
 from ffl_tf import methods
 from ffl_tf.methods import ffl
 from tests.methods import helpers
-from tests.test_losses import np_cross_entropy, np_kl
+from tests.model.test_losses import np_cross_entropy, np_kl
 
 
 @pytest.mark.parametrize("to_fused, to_branches", [(True, True), (False, True), (True, False), (False, False)])

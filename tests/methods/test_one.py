@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from ffl_tf import methods
 from ffl_tf.methods import one
-from ffl_tf.model import parameter_counts
+from ffl_tf.model.distillation import parameter_counts
 from tests.methods import helpers
-from tests.test_losses import np_cross_entropy, np_kl
+from tests.model.test_losses import np_cross_entropy, np_kl
 
 
 def gate_and_branches(model, images) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:

@@ -4,12 +4,12 @@ training, exports and two replicas."""
 import numpy as np
 import pytest
 
-from export import checks
 from ffl_tf import methods
+from ffl_tf.export import checks
 from ffl_tf.methods import vanilla
-from ffl_tf.model import parameter_counts
+from ffl_tf.model.distillation import parameter_counts
 from tests.methods import helpers
-from tests.test_losses import np_cross_entropy
+from tests.model.test_losses import np_cross_entropy
 
 
 @pytest.mark.parametrize("k", [1, 3])

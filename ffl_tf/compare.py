@@ -3,6 +3,9 @@
     python -m ffl_tf.compare --flagfile=configs/compare_cifar10_sample.flags \\
         --methods=vanilla,dml,one,ffl --seeds=0,1,2 --model_dir=runs/compare
 
+`--config=NAME` names a shipped flagfile (`--config=compare_cifar100` is configs/compare_cifar100.flags) from any
+directory; `--flagfile=PATH` reads any flagfile.
+
 ROOT/<method>/seed<s>/ is the run of `python -m ffl_tf.train` with the comparison's training flags plus
 --method, --seed and --model_dir; its output is appended to train.log there. The runs go seed by seed (every
 method with seed 0 first), one at a time, then ROOT/report.md, report.json, report.csv and accuracy.png
@@ -26,28 +29,30 @@ is skipped, an interrupted one resumes from its checkpoint; a run directory writ
 refused. A failing run stops the comparison with the run's name and log; with --keep_going the other runs
 still train and the comparison fails at the end. SIGTERM or Ctrl-C stop the current run at its next step with
 a checkpoint and exit with status 75. --dry_run prints the commands of the runs left, one per line, to run
-elsewhere (a cluster scheduler); --report_only then writes the report from the finished runs.
+elsewhere (a cluster scheduler); --report_only then writes the report from the finished runs (at any time).
+
+The same command started on several machines sharing ROOT (or twice on one) trains each run once: a run whose
+directory another live process holds (its lock, `ffl_tf.runs.lock`) is skipped, "running on host X", and
+waited for at the end; the holder of a run that died is taken over. Each comparison writes the report when
+every run is finished: the same files, whichever writes them (`ffl_tf.comparison.runner`).
 """
 
 # ruff: noqa: E402  (the process is set up before TensorFlow is imported)
 from ffl_tf import launcher
 
-launcher.prepare(__name__, show_info=True)
+launcher.prepare(__name__, show_info=True, configs=True)
 
 import contextlib
-import dataclasses
 import os
 import shlex
-import signal
-import subprocess
 import sys
-import time
 
 from absl import app, flags
 
 from ffl_tf import methods
-from ffl_tf.comparison import report
-from ffl_tf.runs import checkpoint, config, preemption, run_dir, settings, train_flags
+from ffl_tf.comparison import report, runner
+from ffl_tf.comparison.runner import LOG, Run, is_finished, train  # noqa: F401  (this command's public names)
+from ffl_tf.runs import config, lock, run_dir, settings, train_flags
 from ffl_tf.runs.settings import Role
 
 FLAGS = flags.FLAGS
@@ -60,25 +65,6 @@ flags.DEFINE_string("method_settings", "", "Settings of one method's own, e.g. \
 flags.DEFINE_bool("dry_run", False, "Print the training commands of the runs left (one per line) instead of running.")
 flags.DEFINE_bool("report_only", False, "Write the report from the finished runs; train nothing.")
 flags.DEFINE_bool("keep_going", False, "After a failed run, train the others; the comparison still fails at the end.")
-
-LOG = "train.log"
-
-
-@dataclasses.dataclass
-class Run:
-    """One training run of the comparison: its directory, the `ffl_tf.train` command that trains it, and the
-    settings (resolved, `train_flags.resolve`) it trains with."""
-
-    method: str
-    seed: int
-    path: str
-    command: list[str]
-    settings: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return f"{self.method} seed {self.seed}"
-
 
 def _training_flags() -> list:
     return FLAGS.get_key_flags_for_module(train_flags)
@@ -229,98 +215,10 @@ def plan() -> list[Run]:
     return [make_run(method, int(seed), root, own.get(method)) for seed in FLAGS.seeds for method in FLAGS.methods]
 
 
-def is_finished(path: str) -> bool:
-    """Whether the run wrote results.json after the checkpoint of its last epoch (rerunning it would only evaluate)."""
-    try:
-        epochs = run_dir.read_results(path)["epochs"]
-    except (OSError, ValueError, KeyError):
-        return False
-    latest = checkpoint.latest(os.path.join(path, run_dir.CHECKPOINTS))
-    return latest is not None and latest[0] == (epochs, 0)
-
-
-class _Signals:
-    """SIGTERM/SIGINT: passed on to the running training process as SIGTERM, which stops it with a checkpoint."""
-
-    def __init__(self):
-        self.received = False
-        self.child: subprocess.Popen | None = None
-
-    def handle(self, signum, frame) -> None:
-        self.received = True
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)
-
-
-def train(run: Run, signals: _Signals) -> int:
-    """Runs (or resumes) one training run, its output appended to its train.log; returns its exit status."""
-    os.makedirs(run.path, exist_ok=True)
-    with open(os.path.join(run.path, LOG), "a") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(run.command)}\n")
-        log.flush()
-        signals.child = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            return signals.child.wait()
-        finally:
-            signals.child = None
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
-
-
-def _last_line(path: str) -> str:
-    with open(path, errors="replace") as f:
-        lines = [line.strip() for line in f if line.strip()]
-    return lines[-1] if lines else "(empty log)"
-
-
 def run_all(runs: list[Run]) -> list[str]:
-    """Trains the runs not finished yet, printing a line as each starts and ends; returns the failures' messages.
-
-    Exits with status 75 after a stop request, and with a one-line message at the first failure unless
-    --keep_going.
-    """
-    signals = _Signals()
-    previous = {sig: signal.signal(sig, signals.handle) for sig in preemption.SIGNALS}
-    failures = []
-    try:
-        for index, run in enumerate(runs, 1):
-            if signals.received:
-                break
-            prefix = f"[{index}/{len(runs)}] {run.name}:"
-            if is_finished(run.path):
-                print(f"{prefix} finished earlier, skipped", flush=True)
-                continue
-            log = os.path.join(run.path, LOG)
-            print(f"{prefix} started, log {log}", flush=True)
-            start = time.monotonic()
-            status = train(run, signals)
-            elapsed = _duration(time.monotonic() - start)
-            if status == 0 and is_finished(run.path):
-                print(f"{prefix} finished in {elapsed} ({_headline(run)})", flush=True)
-            elif signals.received or status == preemption.EXIT_STATUS:
-                signals.received = True
-                print(f"{prefix} stopped on request after {elapsed}; its log says where it resumes", flush=True)
-            else:
-                print(f"{prefix} failed (exit status {status}) after {elapsed}", flush=True)
-                failures.append(f"{run.name} failed: {_last_line(log)} (log: {log})")
-                if not FLAGS.keep_going:
-                    sys.exit(f"ffl_tf.compare: error: {failures[-1]}")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if signals.received:
-        print("ffl_tf.compare: stopped on request; rerun the same command to continue.", file=sys.stderr)
-        sys.exit(preemption.EXIT_STATUS)
-    return failures
-
-
-def _headline(run: Run) -> str:
-    head = methods.get(run.method).headline(len(run.settings["backbones"]))
-    return f"{head} {100 * run_dir.read_results(run.path)['accuracy'][head]:.2f}%"
+    """Trains the runs not finished yet (`runner.run_all`, with this module's `train`); returns the failures'
+    messages. Runs held by another comparison of the same root are left to it and waited for."""
+    return runner.run_all(runs, train, keep_going=FLAGS.keep_going)
 
 
 def write_report(runs: list[Run]) -> None:
@@ -335,8 +233,9 @@ def write_report(runs: list[Run]) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, whose training-flag checks see one --method: the first of --methods that takes every
-    setting of a method's own given as a flag as given (`comparison_settings`). plan() checks every method."""
+    """absl's parsing, whose training-flag checks see one --method: the first of --methods that takes --backbones
+    and every setting of a method's own given as a flag as given (`comparison_settings`). plan() checks every
+    method."""
     scratch = flags.FlagValues()
     flags.DEFINE_list("methods", FLAGS["methods"].default, "", flag_values=scratch)
     for name in settings.METHOD_SETTINGS:
@@ -345,11 +244,24 @@ def parse_flags(argv: list[str]) -> list[str]:
         scratch(argv, known_only=True)
         given = [name for name in settings.METHOD_SETTINGS if scratch[name].present]
         requested = [methods.get(m) for m in scratch.methods if m in methods.METHODS]
-        using = [m for m in requested if all(settings.uses(m, name) for name in given)]
+        using = [m for m in requested if m.comparison_branches is None and all(settings.uses(m, n) for n in given)]
         as_given = [m for m in using if all(takes_flag(m, name) for name in given)]
         if requested:
             FLAGS.set_default("method", (as_given or using or requested)[0].name)
     return app.parse_flags_with_usage(argv)
+
+
+def print_commands(runs: list[Run]) -> None:
+    """--dry_run: the commands of the runs left, one per line; finished runs and runs a live process holds (on this
+    machine or another sharing the root) are named on stderr instead."""
+    for run in runs:
+        if is_finished(run.path):
+            print(f"# {run.name}: finished, skipped ({run.path})", file=sys.stderr)
+        elif (holder := lock.live_holder(run.path)) is not None:
+            print(f"# {run.name}: running on host {holder.host} (pid {holder.pid}), skipped ({run.path})",
+                  file=sys.stderr)
+        else:
+            print(shlex.join(run.command))
 
 
 def main(argv: list[str]) -> None:
@@ -357,14 +269,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
         runs = plan()
+        lock.heartbeat_seconds(), lock.stale_seconds(), runner.poll_seconds()  # timing set in the environment
     except ValueError as error:
         sys.exit(f"ffl_tf.compare: error: {error}")
     if FLAGS.dry_run:
-        for run in runs:
-            if is_finished(run.path):
-                print(f"# {run.name}: finished, skipped ({run.path})", file=sys.stderr)
-            else:
-                print(shlex.join(run.command))
+        print_commands(runs)
         return
     failures = [] if FLAGS.report_only else run_all(runs)
     try:

@@ -2,6 +2,8 @@
 
     python -m ffl_tf.predict --model_dir=RUN IMAGE_OR_FOLDER... [--head=fused] [--top_k=5] [--format=table|json]
 
+--model_dir may also be a `.keras` model file (model.save(), or RUN/model.keras that training writes).
+
 Folders are searched recursively for .png/.jpg/.jpeg files (in sorted order); a file named on the command
 line is read whatever its extension. Every image reaches the model exactly as the run's evaluation feeds
 its images (`decode_image`): for runs on images up to 64 px (CIFAR, digits, small image folders) the
@@ -27,6 +29,7 @@ import keras
 import numpy as np
 from absl import app, flags
 
+from ffl_tf import saving
 from ffl_tf.inspection.images import load_images, report_skipped
 from ffl_tf.model.distillation import head_model
 from ffl_tf.runs import run_dir
@@ -69,20 +72,25 @@ def table(paths: Sequence[str], predictions: list[dict]) -> str:
 
 def predict(model_dir: str, paths: Sequence[str], *, head: str | None = None, k: int = 5,
             checkpoint_path: str | None = None) -> dict:
-    """{"predictions": [{"image", "heads"}], "skipped": [undecodable paths]} for the images in `paths`."""
-    config = run_dir.read_config(model_dir)
-    valid = config.heads()
-    if head is not None and head not in valid:
-        raise ValueError(f"--head={head} is not a head of this run; choose one of: {', '.join(valid)}.")
-    images, decoded, bad = load_images(paths, config.model["image_shape"])
-    model, config, _ = run_dir.load_trained_model(model_dir, checkpoint_path)
-    ranked = top_k(probabilities(model, images, head), config.class_names, k)
+    """{"predictions": [{"image", "heads"}], "skipped": [undecodable paths]} for the images in `paths`; `model_dir`
+    is a run directory or a .keras model file."""
+    heads = saving.run_heads(model_dir)
+    _check_head(heads, head, "this run")  # a run's before its model is built; a model file's once loaded
+    trained = saving.load_trained(model_dir, checkpoint_path)
+    _check_head(trained.heads, head, "this model")
+    images, decoded, bad = load_images(paths, saving.image_shape(trained))
+    ranked = top_k(probabilities(trained.model, images, head), trained.class_names, k)
     return {"predictions": [{"image": p, "heads": r} for p, r in zip(decoded, ranked)], "skipped": bad}
+
+
+def _check_head(valid: list[str] | None, head: str | None, of: str) -> None:
+    if head is not None and valid is not None and head not in valid:
+        raise ValueError(f"--head={head} is not a head of {of}; choose one of: {', '.join(valid)}.")
 
 
 def define_flags() -> None:
     """Defined only when run as a program, so importing this module never clashes with other CLIs' flags."""
-    run_dir.define_run_flags()
+    run_dir.define_run_flags(model_file=True)
     flags.adopt_module_key_flags(run_dir)  # --help lists them
     flags.DEFINE_string("head", None, "Only this head (branch_<k>, ensemble, fused); default: every head.")
     flags.DEFINE_integer("top_k", 5, "Classes shown per head, most probable first.", lower_bound=1)

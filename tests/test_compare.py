@@ -17,7 +17,7 @@ from absl.testing import flagsaver
 
 from ffl_tf import compare, methods
 from ffl_tf.comparison import report
-from ffl_tf.runs import checkpoint, run_dir
+from ffl_tf.runs import checkpoint, lock, run_dir
 from tests.test_train import REPO_ROOT, cli_env
 
 TIMEOUT = 300
@@ -48,8 +48,9 @@ def parse():
     (["--methods=ffl,one", "--backbones=resnet8,wrn16_2", "--shared_stages=0"],
      "--methods=one: flags method=one, backbones=['resnet8', 'wrn16_2'], shared_stages=0: --method=one "
      "--backbones/--shared_stages: ONE's gate reads the shared trunk: use shared_stages >= 1, got 0."),
-    # A setting of a method's own that no compared method lets a comparison set (--method_settings sets it).
-    (["--methods=ffl,dml", "--fusion_channels=8"], "--fusion_channels: a comparison trains each method with its own"),
+    # A setting of a method's own that no compared method lets a comparison set (--method_settings sets it);
+    # one that only some methods have (--fusion_channels: ffl's) applies to those (test below).
+    (["--methods=ffl,dml", "--nesterov"], "--nesterov: a comparison trains each method with its own"),
     (["--methods=ffl,dml", "--method_settings=one:branches=3"], "--method_settings names one, which"),
     (["--methods=ffl,dml", "--method_settings=dml:fusion_channels=8"], "dml has no setting 'fusion_channels'"),
     (["--methods=ffl,dml", "--method_settings=dml"], "--method_settings: 'dml' is not method:name=value"),
@@ -93,6 +94,18 @@ def test_runs_go_seed_by_seed_and_each_method_gets_its_own_settings(parse, tmp_p
         assert {f"--method={run.method}", "--seed=3", f"--model_dir={run.path}", "--epochs=7",
                 "--backbones=resnet8,resnet8"} <= set(args)
         assert len(args) == len({a.split("=")[0] for a in args})  # each flag once
+
+
+def test_a_setting_only_some_methods_have_applies_to_them_and_method_settings_to_one(parse, tmp_path):
+    parse("--methods=ffl,dml,okddip", "--backbones=resnet8,resnet8", "--fusion_channels=8", "--rampup_epochs=2",
+          "--weight_decay=1e-4",
+          "--method_settings=dml:temperature=3,rampup_epochs=1;ffl:branches=3", f"--model_dir={tmp_path}", "--seeds=0")
+    ffl, dml, okddip = compare.plan()
+    assert ffl.settings["fusion_channels"] == 8 and "fusion_channels" not in dml.settings
+    assert ffl.settings["backbones"] == ["resnet8"] * 3 and okddip.settings["backbones"] == ["resnet8"] * 4
+    assert (dml.settings["temperature"], dml.settings["rampup_epochs"]) == (3.0, 1.0)
+    assert ffl.settings["rampup_epochs"] == okddip.settings["rampup_epochs"] == 2.0
+    assert okddip.settings["weight_decay"] == dml.settings["weight_decay"] == 1e-4  # the comparison's, not 5e-4
 
 
 def test_a_run_is_finished_when_results_follow_its_last_checkpoint(tmp_path):
@@ -143,6 +156,63 @@ def test_a_preempted_run_stops_the_comparison_with_status_75(parse, tmp_path, mo
         compare.run_all(runs)
     assert stopped.value.code == 75 and not (tmp_path / "dml").exists()
     assert "rerun the same command to continue" in capsys.readouterr().err
+
+
+def other_hosts_lock(path: pathlib.Path, pid: int) -> dict:
+    """A live-looking lock of a training run on another machine: fresh lock file and heartbeat."""
+    holder = {"host": "other-host", "pid": pid, "token": f"token{pid}", "started": "2025-01-01T00:00:00+00:00"}
+    path.mkdir(parents=True)
+    (path / lock.LOCK).write_text(json.dumps(holder))
+    (path / lock.HEARTBEAT).write_text(json.dumps({"token": holder["token"]}))
+    return holder
+
+
+def finish(run) -> None:
+    """What a finished run leaves: results.json after the checkpoint of its last epoch."""
+    os.makedirs(os.path.join(run.path, run_dir.CHECKPOINTS), exist_ok=True)
+    pathlib.Path(run.path, run_dir.CHECKPOINTS, "epoch-0001.weights.h5").write_text("")
+    head = methods.get(run.method).headline(len(run.settings["backbones"]))
+    pathlib.Path(run.path, run_dir.RESULTS).write_text(json.dumps({"epochs": 1, "accuracy": {head: 0.5}}))
+
+
+def test_runs_held_elsewhere_are_skipped_waited_for_and_taken_over_when_their_holder_dies(parse, tmp_path,
+                                                                                       monkeypatch, capsys):
+    monkeypatch.setenv("FFL_TF_COMPARE_POLL_SECONDS", "0.05")
+    monkeypatch.setenv("FFL_TF_LOCK_STALE_SECONDS", "30")
+    parse(f"--model_dir={tmp_path}", "--methods=vanilla,dml", "--seeds=0,1", "--epochs=1")
+    runs = compare.plan()
+    dying = other_hosts_lock(tmp_path / "vanilla" / "seed0", pid=7)  # its machine dies while we train dml seed 0
+    other_hosts_lock(tmp_path / "vanilla" / "seed1", pid=8)  # finishes while we train dml seed 1
+    trained = []
+
+    def train(run, signals):
+        trained.append(run.name)
+        assert lock.read_holder(run.path).token == signals.lock_token  # held for the training process
+        if run.name == "dml seed 0":
+            past = time.time() - 100
+            for name in (lock.LOCK, lock.HEARTBEAT):
+                os.utime(tmp_path / "vanilla" / "seed0" / name, (past, past))
+        if run.name == "dml seed 1":
+            finish(runs[2])
+            (tmp_path / "vanilla" / "seed1" / lock.LOCK).unlink()
+        finish(run)
+        return 0
+
+    monkeypatch.setattr(compare, "train", train)
+    assert compare.run_all(runs) == []
+    assert trained == ["dml seed 0", "dml seed 1", "vanilla seed 0"]  # each once, the dead holder's last
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[1/4] vanilla seed 0: running on host other-host (pid 7), skipped for now"
+    assert lines[3] == "[3/4] vanilla seed 1: running on host other-host (pid 8), skipped for now"
+    assert lines[6] == "Waiting for 2 run(s) held by other processes, checking every 0.05 s."
+    took_over = (f"[1/4] vanilla seed 0: Took over the lock of {runs[0].path} from other-host pid 7 since "
+                 f"{dying['started']}: its last heartbeat is ")
+    assert lines[7].startswith(took_over) and lines[7].endswith(" s old by the storage's clock, over 30 s.")
+    assert 100 <= int(lines[7][len(took_over):].split()[0]) < 130
+    assert lines[8:] == [f"[1/4] vanilla seed 0: started, log {runs[0].path}/{compare.LOG}",
+                         "[1/4] vanilla seed 0: finished in 0m00s (branch_mean 50.00%)",
+                         "[3/4] vanilla seed 1: finished on other-host"]
+    assert not list(tmp_path.rglob(lock.LOCK))
 
 
 def run_compare(*args: str) -> subprocess.CompletedProcess:
@@ -260,3 +330,36 @@ def test_comparison_end_to_end(parse, capsys, tmp_path):
     assert json.loads((root / report.JSON).read_text()) == summary
     assert (root / report.MARKDOWN).read_text() == markdown and (root / report.PLOT).exists()
     assert {name: snapshot(root, name) for name in finished} == finished
+
+
+def test_two_comparisons_sharing_a_root_train_each_run_once_and_agree_on_the_report(parse, tmp_path):
+    from ffl_tf import data
+
+    data.dataset_info("digits", data_dir=str(tmp_path / "tfds"))  # prepared once, not by two runs at a time
+    root = tmp_path / "cmp"
+    args = ["--dataset=digits", f"--data_dir={tmp_path / 'tfds'}", "--backbones=resnet8,resnet8", "--shared_stages=1",
+            "--epochs=1", "--steps_per_epoch=3", "--batch_size=32", "--eval_batch_size=64", "--verbose=0",
+            "--methods=ffl,vanilla", "--seeds=0,1", f"--model_dir={root}"]
+    env = cli_env(FFL_TF_COMPARE_POLL_SECONDS="0.2")
+    instances = [subprocess.Popen([sys.executable, "-m", "ffl_tf.compare", *args], cwd=REPO_ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [instance.communicate(timeout=TIMEOUT) for instance in instances]
+    assert [i.returncode for i in instances] == [0, 0], "\n".join(err[-3000:] for _, err in outputs)
+
+    # Each run started once, by one of them; each appends one "=== <time> <command>" line to the run's log.
+    started = [line.split("] ")[1].split(": started, log ")[0] for out, _ in outputs for line in out.splitlines()
+               if ": started, log " in line]
+    assert sorted(started) == sorted(f"{m} seed {s}" for m in ("ffl", "vanilla") for s in (0, 1)), outputs
+    for method in ("ffl", "vanilla"):
+        for seed in (0, 1):
+            log = (root / method / f"seed{seed}" / compare.LOG).read_text()
+            assert sum(line.startswith("=== ") for line in log.splitlines()) == 1, log
+            assert not (root / method / f"seed{seed}" / "lock.json").exists()
+    skipped = sum(out.count(", skipped for now") for out, _ in outputs)
+    assert skipped >= 1 and all(out.count("Report: ") == 1 for out, _ in outputs)  # both wrote the report...
+    written = {name: (root / name).read_bytes() for name in (report.JSON, report.MARKDOWN, report.CSV, report.PLOT)}
+    assert json.loads(written[report.JSON])["missing_runs"] == []
+    parse(*args, "--report_only")  # ...the same bytes as any other writer's
+    compare.main(["compare"])
+    assert {name: (root / name).read_bytes() for name in written} == written
+

@@ -7,28 +7,12 @@ import pytest
 
 from ffl_tf import gradcam, methods
 from ffl_tf.inspection import curves, saliency
-from tests.data.images import write_png
+from tests.data.images import CORNERS, squares, write_png
 from tests.inspection.helpers import read_png, run_module, write_run
 
 SIZE = 48  # the square's quadrant is then well outside the receptive field of the other corners' features
 HALF = SIZE // 2
-CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 TRAIN_STEPS = 64
-
-
-def squares(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Noise images with one bright 8x8 square near a corner; the class is the corner (one class per corner, so
-    each class needs evidence of its own rather than the absence of the others')."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 120, (n, SIZE, SIZE, 3)).astype("uint8")
-    labels = rng.integers(0, 4, n).astype("int32")
-    for image, label in zip(images, labels):
-        dy, dx = rng.integers(0, 3, 2)
-        top, left = CORNERS[label].startswith("top"), CORNERS[label].endswith("left")
-        row = 2 + dy if top else SIZE - 10 - dy
-        column = 2 + dx if left else SIZE - 10 - dx
-        image[row:row + 8, column:column + 8] = 255
-    return images, labels
 
 
 def quadrant(heat: np.ndarray, label: int) -> np.ndarray:
@@ -43,12 +27,12 @@ MODEL = {"backbones": ["resnet8", "resnet8"], "num_classes": 4, "image_shape": [
 @pytest.fixture(scope="module")
 def trained():
     keras.utils.set_random_seed(0)
-    images, labels = squares(32 * TRAIN_STEPS, seed=0)
+    images, labels = squares(32 * TRAIN_STEPS, seed=0, size=SIZE)
     model = methods.get("ffl").build(**MODEL)
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True), distillation_loss=methods.loss_fn("ffl"),
                   steps_per_epoch=TRAIN_STEPS, rampup_epochs=1.0, weight_decay=1e-4)
     model.fit(images, labels, batch_size=32, epochs=1, verbose=0, shuffle=False)
-    test_images, test_labels = squares(16, seed=1)
+    test_images, test_labels = squares(16, seed=1, size=SIZE)
     accuracy = model.evaluate(test_images, test_labels, verbose=0, return_dict=True)
     assert min(accuracy[f"acc_{head}"] for head in model.output) >= 0.9, accuracy
     return model, test_images, test_labels

@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from ffl_tf import data, predict
+from ffl_tf import data, predict, saving
 from ffl_tf.data import pipeline
 from ffl_tf.inspection import images as image_files
 from ffl_tf.methods.ffl import build_ffl_model
@@ -86,3 +86,15 @@ def test_json_output_parses_folders_are_walked_and_undecodable_files_skipped(ima
     assert table.splitlines()[0].endswith("a.png") and table.splitlines()[1].lstrip().startswith("branch_0")
     with pytest.raises(ValueError, match="nowhere.png does not exist"):
         image_files.image_files([str(tmp_path / "nowhere.png")])
+
+
+def test_a_keras_model_file_predicts_as_its_run_does_with_the_class_names_it_holds(images, run, tmp_path):
+    model_dir, model = run
+    model.class_names = tuple(CLASSES)
+    saving.save_model(model, str(tmp_path / "model.keras"))
+    folder = [str(images / "test" / "cat")]
+    from_file = predict.predict(str(tmp_path / "model.keras"), folder, k=2)
+    assert from_file == predict.predict(str(model_dir), folder, k=2)
+    assert {ranked[0]["class"] for p in from_file["predictions"] for ranked in p["heads"].values()} <= set(CLASSES)
+    with pytest.raises(ValueError, match="--head=nope is not a head of this model; choose one of: branch_0"):
+        predict.predict(str(tmp_path / "model.keras"), folder, head="nope")

@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 from absl.testing import flagsaver
 
-from ffl_tf import train
+from ffl_tf import backbones, train
 from ffl_tf.runs import checkpoint, run_dir
 from tests.data.images import write_png
 
@@ -114,15 +114,15 @@ def test_cifar10_through_tfds_mock_data(tmp_path):
     assert [float(row.split(",")[column]) for row in history[1:]] == pytest.approx([0.1, 0.01])
 
 
-def test_image_folder_run_leaves_a_complete_run_directory(tmp_path, cifar10_sample):
+def test_image_folder_run_leaves_a_complete_run_directory(tmp_path, squares_folder):
     model_dir = tmp_path / "run"
-    result = run_cli("--dataset=image_folder", f"--data_dir={cifar10_sample}", f"--model_dir={model_dir}",
+    result = run_cli("--dataset=image_folder", f"--data_dir={squares_folder}", f"--model_dir={model_dir}",
                      "--epochs=2", "--steps_per_epoch=4", "--batch_size=32", *TINY, "--verbose=2")
     assert result.returncode == 0, result.stderr[-3000:]
     results = read_json(model_dir / run_dir.RESULTS)
     counts = results["trainable_parameters"]
     assert counts["total"] == counts["branches"] + counts["fusion"] and counts["fusion"] > 0
-    assert results["eval_examples"] == 1017  # 20% of 5085, held out with the seed
+    assert results["eval_examples"] == 1020  # 20% of 5100, held out with the seed
     assert results["throughput"]["train_images_per_second"] > 0
     assert "fused" in result.stdout and "branch_mean" in result.stdout  # the printed table
     flags_text = (model_dir / run_dir.FLAGS_FILE).read_text()
@@ -416,9 +416,9 @@ def test_start_up_is_quiet_at_the_default_verbosity(tmp_path):
     assert "oneDNN custom operations" in verbose.stderr
 
 
-def test_your_own_builder_from_the_cli_trains_and_its_run_rebuilds_it(tmp_path, cifar10_sample):
+def test_your_own_builder_from_the_cli_trains_and_its_run_rebuilds_it(tmp_path, squares_folder):
     model_dir = tmp_path / "run"
-    result = run_cli("--dataset=image_folder", f"--data_dir={cifar10_sample}", f"--model_dir={model_dir}",
+    result = run_cli("--dataset=image_folder", f"--data_dir={squares_folder}", f"--model_dir={model_dir}",
                      "--backbones=tests.backbones.builders:tiny_cnn,resnet8", "--shared_stages=0", "--epochs=1",
                      "--steps_per_epoch=2", "--batch_size=16", "--eval_batch_size=100", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -428,25 +428,25 @@ def test_your_own_builder_from_the_cli_trains_and_its_run_rebuilds_it(tmp_path, 
     assert model.get_layer("branch_0").get_layer("tiny_cnn") is not None
 
 
-def test_a_builder_that_breaks_the_contract_is_refused_before_any_run_is_written(tmp_path, cifar10_sample):
+def test_a_builder_that_breaks_the_contract_is_refused_before_any_run_is_written(tmp_path, squares_folder):
     model_dir = tmp_path / "run"
-    result = run_cli("--dataset=image_folder", f"--data_dir={cifar10_sample}", f"--model_dir={model_dir}",
+    result = run_cli("--dataset=image_folder", f"--data_dir={squares_folder}", f"--model_dir={model_dir}",
                      "--backbones=tests.backbones.builders:pooled,resnet8", "--shared_stages=0", timeout=120)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "tests.backbones.builders:pooled returned a tensor of shape (None, 8)" in result.stderr.splitlines()[-1]
     assert not (model_dir / run_dir.CONFIG).exists()
 
 
-def test_the_fine_tuning_flagfile_trains_without_the_weights_it_cannot_download(tmp_path, cifar10_sample):
+def test_the_fine_tuning_flagfile_trains_without_the_weights_it_cannot_download(tmp_path, squares_folder):
     result = run_cli("--flagfile=configs/finetune_image_folder.flags", "--pretrained=none",
-                     f"--data_dir={cifar10_sample}", f"--model_dir={tmp_path / 'run'}", "--image_size=64",
+                     f"--data_dir={squares_folder}", f"--model_dir={tmp_path / 'run'}", "--image_size=64",
                      "--epochs=1", "--steps_per_epoch=2", "--batch_size=8", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     config = read_json(tmp_path / "run" / run_dir.CONFIG)
     assert config["model"]["backbones"] == ["keras:MobileNetV3Small"] * 2 and config["model"]["pretrained"] == "none"
 
 
-def test_pretrained_offline_without_the_weights_fails_in_seconds_naming_the_file(tmp_path, cifar10_sample):
+def test_pretrained_offline_without_the_weights_fails_in_seconds_naming_the_file(tmp_path, squares_folder):
     # Offline even on a machine with network: the child process's sockets refuse to connect.
     (tmp_path / "offline").mkdir()
     (tmp_path / "offline" / "sitecustomize.py").write_text(
@@ -457,7 +457,7 @@ def test_pretrained_offline_without_the_weights_fails_in_seconds_naming_the_file
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "ffl_tf.train", "--flagfile=configs/finetune_image_folder.flags",
-         f"--data_dir={cifar10_sample}", f"--model_dir={tmp_path / 'run'}"],
+         f"--data_dir={squares_folder}", f"--model_dir={tmp_path / 'run'}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
         env=cli_env(KERAS_HOME=str(tmp_path / "keras"), PYTHONPATH=str(tmp_path / "offline")),
     )
@@ -478,3 +478,25 @@ def test_any_tfds_image_dataset_by_name_trains(tmp_path):
     assert results["steps"] == 2 and results["eval_examples"] == 12
     assert read_json(model_dir / run_dir.CONFIG)["class_names"] == ["dandelion", "daisy", "tulips", "sunflowers",
                                                                      "roses"]
+
+
+def test_a_keras_application_too_large_for_the_data_is_refused_before_any_work(tmp_path):
+    start = time.monotonic()
+    result = run_cli(*digits_args(tmp_path, tmp_path / "run", "--backbones=keras:MobileNetV3Small,"
+                                  "keras:MobileNetV3Small", "--shared_stages=0", "--epochs=1"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("ffl_tf.train: error: --backbones=keras:MobileNetV3Small cannot take the data's "
+                              "8x8x1 images (Input size must be at least 32x32")
+    # The fix works for digits, whose size --image_size cannot change: registry backbones.
+    assert message.endswith("use registry backbones, e.g. --backbones=resnet20,resnet20.")
+    assert not (tmp_path / "run").exists() and time.monotonic() - start < 120
+
+
+def test_a_users_network_that_refuses_the_data_is_refused_with_the_fix_for_resizable_data():
+    with pytest.raises(backbones.BackboneError) as error:
+        backbones.check_input("tests.backbones.builders:tiny_cnn", (8, 8, 1), fix="pass --image_size=16.")
+    assert str(error.value).startswith("--backbones=tests.backbones.builders:tiny_cnn cannot take the data's 8x8x1 "
+                                       "images (")
+    assert str(error.value).endswith("Fix: pass --image_size=16.")
+    backbones.check_input("tests.backbones.builders:tiny_cnn", (8, 8, 3), fix="-")  # three channels: fine

@@ -14,6 +14,8 @@ import importlib
 from collections.abc import Callable
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from ffl_tf.backbones import keras_apps
 from ffl_tf.backbones.backbone import Backbone, BackboneError, check_feature_map
@@ -35,7 +37,8 @@ CONTRACT = ("a keras.Model mapping images [batch, H, W, C] to a 4-D feature map,
             "returning one, or a Backbone")
 BranchSpec = str | Backbone | keras.Model | Callable[[], "keras.Model | Backbone"]
 
-__all__ = ["BACKBONES", "Backbone", "BackboneError", "BranchSpec", "check_spec", "describe", "get_backbone"]
+__all__ = ["BACKBONES", "Backbone", "BackboneError", "BranchSpec", "check_input", "check_spec", "describe",
+           "get_backbone"]
 
 
 def get_backbone(spec: BranchSpec, *, sync_bn: bool = False, pretrained: str | None = None) -> Backbone:
@@ -73,6 +76,31 @@ def check_spec(spec: str) -> None:
         import_builder(spec)
     else:
         get_backbone(spec)  # raises, listing the choices
+
+
+def check_input(spec: str, image_shape, *, fix: str) -> None:
+    """Builds a `keras:` or user branch once for `image_shape` and runs it on one black image (no weights are loaded),
+    raising BackboneError, naming what the network refused and `fix`, when it cannot take those images (a
+    keras.applications minimum size or channel count, a user network's fixed input). Registry backbones
+    take any image of 8x8 pixels and more, so they are not built.
+    """
+    if spec in BACKBONES:
+        return
+    backbone = get_backbone(spec)
+    shape = "x".join(map(str, image_shape))
+    try:
+        images = keras.Input(tuple(image_shape), dtype="uint8" if backbone.preprocess else "float32")
+        x = backbone.stem(backbone.preprocess(images, "check") if backbone.preprocess else images, "check")
+        for i, stage in enumerate(backbone.stages):
+            x = stage(x, f"check_stage{i}")
+        # A network built for other images may pass the symbolic call (Keras checks no channels there): run it.
+        keras.Model(images, x)(np.zeros((1, *image_shape), images.dtype), training=False)
+    except BackboneError:
+        raise
+    except (ValueError, TypeError, tf.errors.OpError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise BackboneError(f"--backbones={spec} cannot take the data's {shape} images ({reason}). Fix: {fix}") \
+            from None
 
 
 def import_builder(spec: str) -> Callable:

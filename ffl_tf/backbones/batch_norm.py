@@ -39,12 +39,17 @@ def keras_batch_norm() -> Iterator[None]:
         _keras_computation = previous
 
 
+@keras.saving.register_keras_serializable(package="ffl_tf", name="BatchNorm")
 class BatchNorm(keras.layers.BatchNormalization):
-    """keras.layers.BatchNormalization, computed by `FusedBatchNormV3` for 4-D channels-last inputs."""
+    """keras.layers.BatchNormalization, computed by `FusedBatchNormV3` for 4-D channels-last inputs.
 
-    def __init__(self, **kwargs):
+    `fused=None` (the default) takes the fused kernel unless built inside `keras_batch_norm()`; the choice is part
+    of the layer's config, so a saved model computes the same way when loaded.
+    """
+
+    def __init__(self, *, fused: bool | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.fused = not _keras_computation and not self.synchronized
+        self.fused = (not _keras_computation if fused is None else fused) and not self.synchronized
 
     def call(self, inputs, training=None, mask=None):
         if not self.fused or mask is not None or len(inputs.shape) != 4 or self.axis not in (-1, 3):
@@ -66,3 +71,6 @@ class BatchNorm(keras.layers.BatchNormalization):
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return outputs
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "fused": self.fused}

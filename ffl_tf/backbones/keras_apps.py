@@ -34,11 +34,14 @@ def constructor(name: str):
     return build
 
 
+@keras.saving.register_keras_serializable(package="ffl_tf", name="ApplicationPreprocessing")
 class ApplicationPreprocessing(keras.layers.Layer):
-    """Raw pixels -> the input a keras.applications network expects (its module's `preprocess_input`)."""
+    """Raw pixels -> the input a keras.applications network expects (its module's `preprocess_input`, computed
+    in float32 whatever the dtype policy; `module` names it, e.g. "mobilenet_v3")."""
 
     def __init__(self, module: str, **kwargs):
-        super().__init__(dtype="float32", **kwargs)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
         self.module = module
 
     def call(self, images):

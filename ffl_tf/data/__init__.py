@@ -13,15 +13,18 @@ import tensorflow as tf
 from ffl_tf.data import pipeline
 from ffl_tf.data.image_folder import image_folder_files, image_folder_source
 from ffl_tf.data.ops_image import center_crop, inception_crop, pad_crop_flip
+from ffl_tf.data.pipeline import pad_for_replicas
 from ffl_tf.data.source import DatasetInfo, DatasetNotFoundError, Source
 from ffl_tf.data.tfds_classification import classification_source
 from ffl_tf.data.tfds_sources import cifar_source, digits_source, imagenet_source
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet2012", "image_folder")
+# Datasets whose images have one size, which --image_size cannot change.
+FIXED_SIZE_DATASETS = ("digits", "cifar10", "cifar100")
 
 __all__ = [
-    "DATASETS", "DatasetInfo", "DatasetNotFoundError", "Source", "center_crop", "dataset_info",
-    "image_folder_files", "inception_crop", "load", "open_source", "pad_crop_flip", "pipeline",
+    "DATASETS", "FIXED_SIZE_DATASETS", "DatasetInfo", "DatasetNotFoundError", "Source", "center_crop", "dataset_info",
+    "image_folder_files", "inception_crop", "load", "open_source", "pad_crop_flip", "pad_for_replicas", "pipeline",
 ]
 
 

@@ -79,6 +79,28 @@ def eval_batches(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def pad_for_replicas(batches: tf.data.Dataset, num_replicas: int) -> tf.data.Dataset:
+    """`batches` of (images, labels[, weights]) with every batch padded to a multiple of `num_replicas`.
+
+    The padding (zero images of label 0) has weight 0 and the real examples keep theirs (1 when `batches`
+    has none), so metrics and losses count only real examples, while a distribution strategy splits every
+    batch evenly: no replica ever gets an empty or ragged share (an empty share crashes some CPU kernels).
+    Evaluation only: weight-0 images would still move batch-norm statistics in training.
+    """
+
+    def pad(images, labels, weights=None):
+        weights = tf.ones(tf.shape(labels)[:1], tf.float32) if weights is None else tf.cast(weights, tf.float32)
+        size = tf.shape(labels)[0]
+        missing = (num_replicas - size % num_replicas) % num_replicas
+
+        def padded(tensor):
+            return tf.concat([tensor, tf.zeros(tf.concat([[missing], tf.shape(tensor)[1:]], 0), tensor.dtype)], 0)
+
+        return padded(images), padded(labels), padded(weights)
+
+    return batches.map(pad, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def eval_steps(num_examples: int, global_batch_size: int) -> int:
     """Evaluation steps covering `num_examples` in global batches (the last one padded)."""
     return math.ceil(num_examples / global_batch_size)

@@ -1,18 +1,17 @@
 """Checks of an export command's inputs, run before any work so a mistake costs seconds and says how to fix it."""
 
 import os
-
-from ffl_tf.runs.config import RunConfig
+from collections.abc import Sequence
 
 
 class ExportError(Exception):
     """An export that cannot be done as asked; the message names the bad input and the fix."""
 
 
-def check_head(config: RunConfig, head: str) -> None:
-    valid = config.heads()
-    if head not in valid:
-        raise ExportError(f"--head={head} is not a head of this run; choose one of: {', '.join(valid)}.")
+def check_head(heads: Sequence[str], head: str, *, of: str = "this run") -> None:
+    """Raises ExportError unless `head` is one of `heads`, the heads of a run (or of a model file: `of`)."""
+    if head not in heads:
+        raise ExportError(f"--head={head} is not a head of {of}; choose one of: {', '.join(heads)}.")
 
 
 def check_writable_dir(path: str, flag: str) -> None:

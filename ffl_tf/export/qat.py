@@ -8,14 +8,14 @@ begins. The tf_keras model takes pixels as float32 (tfmot quantizes its input wi
 [0, 255], so exactly); the TFLite model takes raw uint8 pixels, normalises them in float (a few
 element-wise ops) and runs everything after that in int8.
 
-This is the only module that imports tf_keras and tfmot. Importing tfmot points `tf.keras` at tf_keras
-for the whole process, so import this module only when QAT is asked for.
+This module and `tfmot_compat` (tfmot's private names it relies on) are the only ones that import tf_keras and
+tfmot. Importing tfmot points `tf.keras` at tf_keras for the whole process, so import this module only when
+QAT is asked for.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from ffl_tf.backbones import BACKBONES
@@ -25,7 +25,8 @@ from ffl_tf.backbones.imagenet_resnet import BLOCKS as IMAGENET_BLOCKS
 from ffl_tf.backbones.imagenet_resnet import WIDTHS as IMAGENET_WIDTHS
 from ffl_tf.backbones.imagenet_resnet import imagenet_resnet
 from ffl_tf.backbones.layers import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
-from ffl_tf.export import checks, serving
+from ffl_tf.export import checks, serving, tfmot_compat
+from ffl_tf.export.tfmot_compat import tfmot  # imported there without its side effect on os.environ
 from ffl_tf.model import heads
 from ffl_tf.runs.config import RunConfig
 
@@ -180,11 +181,7 @@ def fix_pixel_range(model: tf_keras.Model) -> None:
     tfmot's input quantizer tracks the min/max of every batch seen, starting from these values, so the
     range stays [0, 255] during fine-tuning.
     """
-    for weight in model.get_layer("quantize_layer").weights:
-        if weight.name.endswith("_min:0"):
-            weight.assign(0.0)
-        elif weight.name.endswith("_max:0"):
-            weight.assign(255.0)
+    tfmot_compat.set_input_range(model, 0.0, 255.0)
 
 
 def fine_tune(model: tf_keras.Model, train_ds: tf.data.Dataset, *, steps: int, learning_rate: float) -> None:

@@ -1,6 +1,10 @@
 """Exports one head of a trained FFL run as a TF Serving model: `EXPORT_DIR/<version>/saved_model.pb`.
 
     python -m export.saved_model --model_dir=RUN --head=fused --export_dir=exports/ffl
+    ffl-export-saved-model --model_dir=model.keras --head=fused --export_dir=exports/ffl   # a Keras model file
+
+--model_dir is a run directory (its newest readable checkpoint is exported) or a `.keras` model file (model.save(),
+or RUN/model.keras that training writes).
 
 Each export adds the next version (1, 2, ...). A version is written to a hidden temporary directory and
 renamed into place only when complete, so a running TF Serving never loads a half-written version and a
@@ -23,6 +27,7 @@ import tensorflow as tf
 from absl import app, flags
 from tensorflow.core.protobuf import saved_model_pb2
 
+from ffl_tf import saving
 from ffl_tf.export import checks, serving
 from ffl_tf.model.distillation import head_model
 from ffl_tf.runs import run_dir
@@ -100,14 +105,17 @@ def serving_instructions(version_dir: str, model_name: str) -> str:
 
 
 def export(model_dir: str, head: str, export_dir: str) -> str:
-    """Exports `head` of the run in `model_dir` as the next version under `export_dir`; returns its directory."""
-    config = run_dir.read_config(model_dir)
-    checks.check_head(config, head)
+    """Exports `head` of the run in `model_dir` (or of a .keras model file) as the next version under `export_dir`;
+    returns its directory."""
+    heads = saving.run_heads(model_dir)
+    if heads is not None:  # a run: checked before its model is built
+        checks.check_head(heads, head)
     checks.check_writable_dir(export_dir, "export_dir")
-    model, config, _ = run_dir.load_trained_model(model_dir)
-    head_net = head_model(model, head)
+    trained = saving.load_trained(model_dir)
+    checks.check_head(trained.heads, head, of=trained.source)
+    head_net = head_model(trained.model, head)
     try:
-        return export_version(head_net, serving.predictions_fn(head_net, config.class_names), export_dir)
+        return export_version(head_net, serving.predictions_fn(head_net, trained.class_names), export_dir)
     except OSError as error:
         raise checks.ExportError(f"--export_dir={export_dir} could not be written: {error}.") from error
 
@@ -115,7 +123,8 @@ def export(model_dir: str, head: str, export_dir: str) -> str:
 def define_flags() -> None:
     """Defined only when run as a program, so importing this module never clashes with other CLIs' flags."""
     flags.DEFINE_string(
-        "model_dir", None, "Required: the run directory written by `python -m ffl_tf.train` (its --model_dir)."
+        "model_dir", None, "Required: the run directory written by `python -m ffl_tf.train` (its --model_dir), or a "
+        ".keras model file."
     )
     flags.DEFINE_string("head", "fused", "Head to export: branch_<k>, ensemble or fused.")
     flags.DEFINE_string(

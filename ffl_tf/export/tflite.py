@@ -1,6 +1,10 @@
 """Converts one head of a trained FFL run to TFLite and measures its top-1 accuracy next to the Keras model's.
 
     python -m export.tflite --model_dir=RUN --head=branch_0 --quantize=int8 --output=branch_0.int8.tflite
+    ffl-export-tflite --model_dir=model.keras --dataset=digits --head=branch_0 --quantize=int8 --output=b0.tflite
+
+--model_dir is a run directory (its newest readable checkpoint, its data) or a `.keras` model file, which knows
+no data: pass --dataset (and --data_dir) to calibrate int8 and measure accuracy on it.
 
 Every model takes raw uint8 pixels ([batch, height, width, channels], input `images`) and returns float32
 `logits`; normalisation is inside. Quantization modes:
@@ -10,7 +14,8 @@ Every model takes raw uint8 pixels ([batch, height, width, channels], input `ima
   int8     int8 weights and activations (integer-only ops), ranges calibrated on --calibration_examples
            training images
   qat      int8 after quantization-aware fine-tuning of a branch (export/qat.py; branch_<k> heads only)
-Accuracy is measured with the LiteRT interpreter on the run's evaluation split.
+Accuracy is measured with the LiteRT interpreter on the run's evaluation split (a model file's: --dataset's, or
+none without it).
 """
 
 # ruff: noqa: E402  (the process is set up before TensorFlow is imported)
@@ -28,13 +33,15 @@ import tensorflow as tf
 from absl import app, flags
 from ai_edge_litert.interpreter import Interpreter
 
-from ffl_tf import data
+from ffl_tf import data, saving
 from ffl_tf.export import checks, serving
 from ffl_tf.model.distillation import head_model
 from ffl_tf.runs import run_dir
 from ffl_tf.utils import atomic
 
 QUANTIZE = ("none", "float16", "dynamic", "int8", "qat")
+# A model file's data: batch sizes of the calibration and evaluation streams, and the training stream's seed.
+BATCH_SIZE, EVAL_BATCH_SIZE, SEED = 32, 100, 0
 
 FLAGS = flags.FLAGS
 
@@ -95,15 +102,51 @@ def write(path: str, content: bytes) -> None:
         f.write(content)
 
 
-def validate(model_dir: str, head: str, quantize: str, output: str) -> None:
-    """Checks the inputs before any work."""
-    config = run_dir.read_config(model_dir)
-    checks.check_head(config, head)
+def validate(model_dir: str, head: str, quantize: str, output: str, dataset: str | None = None) -> None:
+    """Checks the inputs before any work (a model file's heads are checked once it is loaded)."""
+    heads = saving.run_heads(model_dir)
+    if heads is not None:
+        checks.check_head(heads, head)
     checks.check_writable_file(output, "output")
-    if quantize == "qat":
+    if heads is None:
+        if quantize == "qat":
+            raise checks.ExportError(f"--quantize=qat rebuilds a branch from its run's config.json: pass the run "
+                                     f"directory as --model_dir, not the model file {model_dir} (or use "
+                                     "--quantize=int8).")
+        if quantize == "int8" and not dataset:
+            raise checks.ExportError(f"--quantize=int8 calibrates on training images, which the model file {model_dir} "
+                                     "does not name: pass --dataset (and --data_dir) of the data it was trained on.")
+    elif dataset:
+        raise checks.ExportError(f"--dataset={dataset} applies to a .keras model file; the run directory {model_dir} "
+                                 "exports with its own data: drop --dataset.")
+    elif quantize == "qat":
         from ffl_tf.export import qat  # Imports tf_keras and tfmot, which only this mode needs.
 
-        qat.check_supported(config, head)
+        qat.check_supported(run_dir.read_config(model_dir), head)
+
+
+def open_data(trained: saving.Trained, dataset: str | None = None, data_dir: str | None = None) -> tuple | None:
+    """(train, eval, info, eval batch size): the run's own data, or `dataset` for a model file; None for a model
+    file without `dataset`. Raises ExportError if `dataset` does not fit the model."""
+    if trained.config is not None:
+        config = trained.config
+        train_ds, eval_ds, info = data.load(
+            **config.dataset, seed=config.training["seed"], batch_size=config.training["batch_size"],
+            eval_batch_size=config.execution["eval_batch_size"], download=False,
+        )
+        return train_ds, eval_ds, info, config.execution["eval_batch_size"]
+    if not dataset:
+        return None
+    try:
+        train_ds, eval_ds, info = data.load(dataset, data_dir=data_dir, image_size=saving.image_shape(trained)[0],
+                                            seed=SEED, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE,
+                                            download=False)
+    except ValueError as error:
+        raise checks.ExportError(f"--dataset={dataset}: {error}") from None
+    if len(info.class_names) != len(trained.class_names):
+        raise checks.ExportError(f"--dataset={dataset} has {info.num_classes} classes and the model file "
+                                 f"{trained.source} {len(trained.class_names)}: pass the data it was trained on.")
+    return train_ds, eval_ds, info, EVAL_BATCH_SIZE
 
 
 def export(
@@ -116,21 +159,22 @@ def export(
     calibration_examples: int = 200,
     qat_steps: int = 200,
     qat_learning_rate: float = 1e-3,
+    dataset: str | None = None,
+    data_dir: str | None = None,
 ) -> dict:
-    """Converts `head` of the run in `model_dir`, writes it to `output`, evaluates it; returns the report."""
-    validate(model_dir, head, quantize, output)
-    model, config, _ = run_dir.load_trained_model(model_dir)
-    keras_model = head_model(model, head)
-    batch_size, eval_batch_size = config.training["batch_size"], config.execution["eval_batch_size"]
-    train_ds, eval_ds, info = data.load(
-        **config.dataset, seed=config.training["seed"], batch_size=batch_size, eval_batch_size=eval_batch_size,
-        download=False,
-    )
+    """Converts `head` of the run in `model_dir` (or of a .keras model file, with `dataset` its data), writes it to
+    `output`, evaluates it; returns the report."""
+    validate(model_dir, head, quantize, output, dataset)
+    trained = saving.load_trained(model_dir)
+    checks.check_head(trained.heads, head, of=trained.source)
+    keras_model = head_model(trained.model, head)
+    opened = open_data(trained, dataset, data_dir)
+    train_ds = opened[0] if opened else None
     if quantize == "qat":
         from ffl_tf.export import qat
 
         tflite_model = qat.quantization_aware_tflite(
-            keras_model, config, head, train_ds, steps=qat_steps, learning_rate=qat_learning_rate
+            keras_model, trained.config, head, train_ds, steps=qat_steps, learning_rate=qat_learning_rate
         )
     else:
         calibration = calibration_images(train_ds, calibration_examples) if quantize == "int8" else None
@@ -139,19 +183,25 @@ def export(
         write(output, tflite_model)
     except OSError as error:
         raise checks.ExportError(f"--output={output} could not be written: {error}.") from error
+    result = {"output": output, "bytes": len(tflite_model), "head": head, "quantize": quantize, "examples": 0}
+    if opened is None:
+        return result
+    _, eval_ds, info, eval_batch_size = opened
     num_images = min(eval_examples or info.num_eval, info.num_eval)
     print(f"Evaluating on {num_images} of {info.num_eval} evaluation images "
           f"({math.ceil(num_images / eval_batch_size)} batches):")
     eval_ds = spread_sample(eval_ds, info.num_eval, eval_examples, eval_batch_size)
-    accuracy = evaluate(keras_model, tflite_model, eval_ds, num_images)
-    return {"output": output, "bytes": len(tflite_model), "head": head, "quantize": quantize, **accuracy}
+    return {**result, **evaluate(keras_model, tflite_model, eval_ds, num_images)}
 
 
 def report(result: dict) -> str:
     """The file written and the two accuracies, for the terminal."""
+    written = (f"Wrote {result['output']}: {result['head']}, quantize={result['quantize']}, "
+               f"{result['bytes']:,} bytes ({result['bytes'] / 2**20:.2f} MiB)\n")
+    if not result["examples"]:
+        return written + "Not evaluated: pass --dataset (and --data_dir) to measure its top-1 accuracy."
     return (
-        f"Wrote {result['output']}: {result['head']}, quantize={result['quantize']}, "
-        f"{result['bytes']:,} bytes ({result['bytes'] / 2**20:.2f} MiB)\n"
+        written +
         f"Top-1 accuracy on {result['examples']} evaluation images: Keras {result['keras']:.4f}, "
         f"TFLite {result['tflite']:.4f} (same top-1 class on {result['agreement']:.1%} of them)"
     )
@@ -160,8 +210,12 @@ def report(result: dict) -> str:
 def define_flags() -> None:
     """Defined only when run as a program, so importing this module never clashes with other CLIs' flags."""
     flags.DEFINE_string(
-        "model_dir", None, "Required: the run directory written by `python -m ffl_tf.train` (its --model_dir)."
+        "model_dir", None, "Required: the run directory written by `python -m ffl_tf.train` (its --model_dir), or a "
+        ".keras model file."
     )
+    flags.DEFINE_string("dataset", None, "With a .keras model file: the data it was trained on (as ffl_tf.train's "
+                        "--dataset), to calibrate int8 on and measure accuracy on. A run directory uses its own.")
+    flags.DEFINE_string("data_dir", None, "With --dataset: its data directory (as ffl_tf.train's --data_dir).")
     flags.DEFINE_string("head", "fused", "Head to convert: branch_<k>, ensemble or fused (qat: branch_<k> only).")
     flags.DEFINE_enum("quantize", "none", QUANTIZE, "Weight/activation quantization; see the module docstring.")
     flags.DEFINE_string("output", None, "Required: the .tflite file to write (atomically).")
@@ -189,6 +243,8 @@ def main(argv: list[str]) -> None:
             calibration_examples=FLAGS.calibration_examples,
             qat_steps=FLAGS.qat_steps,
             qat_learning_rate=FLAGS.qat_learning_rate,
+            dataset=FLAGS.dataset,
+            data_dir=FLAGS.data_dir,
         )
     except (run_dir.RunError, checks.ExportError, data.DatasetNotFoundError) as error:
         sys.exit(f"export.tflite: error: {error}")

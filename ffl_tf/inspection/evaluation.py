@@ -19,9 +19,6 @@ from ffl_tf.inspection.images import eval_decoder
 from ffl_tf.model import calibration, heads
 from ffl_tf.runs.config import RunConfig
 
-# Datasets whose images have one size, which open_source refuses to change.
-_NATIVE_SIZE = ("digits", "cifar10", "cifar100")
-
 
 def evaluation_data(config: RunConfig, *, dataset: str | None = None, data_dir: str | None = None,
                     split: str | None = None, batch_size: int = 100) -> tuple[tf.data.Dataset, dict]:
@@ -41,7 +38,7 @@ def evaluation_data(config: RunConfig, *, dataset: str | None = None, data_dir: 
     if same_dataset:
         arguments = {**run_data, "data_dir": data_dir}
     else:
-        size = None if dataset in _NATIVE_SIZE else config.model["image_shape"][0]
+        size = None if dataset in data.FIXED_SIZE_DATASETS else config.model["image_shape"][0]
         arguments = {"dataset": dataset, "data_dir": data_dir, "image_size": size,
                      "validation_fraction": run_data.get("validation_fraction", 0.2)}
     try:

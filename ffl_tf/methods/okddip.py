@@ -50,7 +50,7 @@ def validate(backbones: Sequence[BranchSpec], shared_stages: int) -> None:
     validate_branches(backbones, shared_stages, min_branches=3)
 
 
-@keras.saving.register_keras_serializable(package="ffl_tf")
+@keras.saving.register_keras_serializable(package="ffl_tf", name="PeerAttention")
 class PeerAttention(keras.layers.Layer):
     """[F_1..F_m (the peers' last feature maps), z_1..z_m (their logits)] -> [t_1..t_m], the peers' targets
     t_i = sum_j softmax_j(q_i . k_j) z_j, with q_i = W_q pool(F_i) and k_j = W_k pool(F_j) (bias-free, shared).

@@ -70,6 +70,7 @@ def build_gate(feature_shape: Sequence[int], num_branches: int, *, sync_batchnor
     return keras.Model(features, weights, name="gate")
 
 
+@keras.saving.register_keras_serializable(package="ffl_tf", name="GatedSum")
 class GatedSum(keras.layers.Layer):
     """[g ([batch, K]), z_1, ..., z_K] -> sum_k g[:, k] * z_k: ONE's teacher logits."""
 

@@ -81,6 +81,7 @@ def pairwise_disagreement(branch_logits: Sequence, sample_weight=None) -> np.nda
     return ops.convert_to_numpy(ops.divide_no_nan(ops.sum(differences * weight, axis=-1), ops.sum(weight)))
 
 
+@keras.saving.register_keras_serializable(package="ffl_tf", name="ExpectedCalibrationError")
 class ExpectedCalibrationError(keras.metrics.Metric):
     """Streaming ECE: accumulates `bin_sums` (one [3, num_bins] variable) and returns `ece_from_bins`.
 

@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from ffl_tf.model import calibration, losses
+from ffl_tf.data import pipeline
+from ffl_tf.model import calibration, losses, serialization
 from ffl_tf.model import heads as head_names
 from ffl_tf.model.branches import TRUNK
 from ffl_tf.utils import keras_compat
@@ -28,8 +29,12 @@ DISAGREEMENT = "disagreement"
 DistillationLoss = Callable[..., tuple]
 
 
-class DistillationModel(keras_compat.LazyOptimizerBuild, keras.Model):
+@keras.saving.register_keras_serializable(package="ffl_tf", name="DistillationModel")
+class DistillationModel(keras_compat.LazyOptimizerBuild, serialization.Serializable, keras.Model):
     """Returns a dict of logits per head (`branch_<k>`, `ensemble`, `fused`, ...) and trains them together.
+
+    It saves as a Keras model file, compile state included (`ffl_tf.model.serialization`); `class_names`, when
+    set, name its classes in label order.
 
     Example:
 
@@ -135,6 +140,40 @@ class DistillationModel(keras_compat.LazyOptimizerBuild, keras.Model):
     def _layer_names(self) -> set[str]:
         return {layer.name for layer in self.layers}
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, refusing training batches a distribution strategy would split unevenly, and with
+        `validation_data` padded as `evaluate` pads it."""
+        self._check_training_batches(x)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = self._evaluation_batches(kwargs["validation_data"])
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`; under several replicas a tf.data input's batches are padded with weight-0
+        examples (`ffl_tf.data.pad_for_replicas`), so no replica gets an empty or ragged share of a partial final
+        batch, and the metrics are those of the real examples, as on one device."""
+        return super().evaluate(self._evaluation_batches(x), y, *args, **kwargs)
+
+    def _evaluation_batches(self, data):
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1 and isinstance(data, tf.data.Dataset):
+            return pipeline.pad_for_replicas(data, replicas)
+        return data
+
+    def _check_training_batches(self, data) -> None:
+        """Under several replicas, refuses a tf.data input whose batches may be partial: a partial last batch
+        would be split unevenly (an empty share crashes some CPU kernels) and padding would move batch-norm
+        statistics."""
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1 and isinstance(data, tf.data.Dataset):
+            batch = tf.nest.flatten(data.element_spec)[0].shape[:1]
+            if batch[0] is None or batch[0] % replicas:
+                raise ValueError(
+                    f"Received: a training dataset of batches of {batch[0] or 'varying'} examples under "
+                    f"{replicas} replicas. Fix: batch it with drop_remainder=True and a batch size that is a "
+                    f"multiple of {replicas}, e.g. dataset.batch({replicas * 16}, drop_remainder=True)."
+                )
+
     def train_step(self, data):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
@@ -195,8 +234,9 @@ class DistillationModel(keras_compat.LazyOptimizerBuild, keras.Model):
         """
         means = [m for m in metrics if not isinstance(m, calibration.ExpectedCalibrationError)]
         binned = [m for m in metrics if isinstance(m, calibration.ExpectedCalibrationError)]
-        states = [ops.stack([ops.cast(m.total, "float32") for m in means]),
-                  ops.stack([ops.cast(m.count, "float32") for m in means]),
+        sums, counts = zip(*map(keras_compat.mean_state, means))
+        states = [ops.stack([ops.cast(s, "float32") for s in sums]),
+                  ops.stack([ops.cast(c, "float32") for c in counts]),
                   *(ops.reshape(ops.cast(m.bins, "float32"), [-1]) for m in binned)]
         replica = tf.distribute.get_replica_context()
         states = tf.split(replica.all_reduce("sum", ops.concatenate(states)), [int(s.shape[0]) for s in states])

@@ -4,6 +4,7 @@ throughput, the learning rate in the logs and a progress bar with the headline n
 import math
 import tempfile
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -48,15 +49,17 @@ class Checkpoints(keras.callbacks.Callback):
 
     `step_offset` is the number of steps of the first epoch done before this fit (a resumed epoch).
     Under multi-worker training every worker takes part in saving; only the chief's copy is kept.
+    `heartbeat` runs on the chief before each checkpoint (the run lock's: it raises if the lock was lost, so a
+    process that no longer holds the run writes nothing more; `ffl_tf.runs.lock`).
     """
 
     def __init__(self, directory: str, *, epochs: int, steps_per_epoch: int, every: int = 1, every_steps: int = 0,
                  keep: int = 3, is_chief: bool = True, stop: preemption.StopRequest | None = None,
-                 step_offset: int = 0):
+                 step_offset: int = 0, heartbeat: Callable[[], None] | None = None):
         super().__init__()
         self.directory, self.epochs, self.steps_per_epoch = directory, epochs, steps_per_epoch
         self.every, self.every_steps, self.keep, self.is_chief = every, every_steps, keep, is_chief
-        self.stop, self.step_offset = stop, step_offset
+        self.stop, self.step_offset, self.heartbeat = stop, step_offset, heartbeat
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self.epoch = epoch
@@ -83,6 +86,8 @@ class Checkpoints(keras.callbacks.Callback):
 
     def _save(self, epoch: int, step: int) -> str | None:
         if self.is_chief:
+            if self.heartbeat is not None:
+                self.heartbeat()
             path = checkpoint.save(self.model, self.directory, epoch, step, keep=self.keep)
             logging.debug("Saved checkpoint %s", path)
             return path
@@ -114,6 +119,33 @@ class Throughput(keras.callbacks.Callback):
             self.history.append(rate)
             if logs is not None:
                 logs["images_per_second"] = rate
+
+
+class StallWarning(keras.callbacks.Callback):
+    """Warns once when a run stalls: after `after_epochs` epochs its evaluation accuracy (the branches' mean) is
+    still below twice chance while its training cross-entropy falls, the mark of networks that learn the
+    training labels while their predictions stay near-uniform, e.g. pulled together by an early, strong
+    distillation. `hint` names the setting that helps.
+    """
+
+    def __init__(self, num_classes: int, hint: str, *, after_epochs: int = 3):
+        super().__init__()
+        self.bound, self.hint, self.after_epochs = 2.0 / num_classes, hint, after_epochs
+        self.first_cross_entropy, self.warned = None, False
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = logs or {}
+        cross_entropy, accuracy = logs.get("ce_branches"), logs.get("val_acc_branch_mean")
+        if cross_entropy is None or accuracy is None or self.warned:
+            return
+        if self.first_cross_entropy is None:
+            self.first_cross_entropy = float(cross_entropy)
+        if epoch + 1 >= self.after_epochs and accuracy < self.bound and cross_entropy < self.first_cross_entropy:
+            self.warned = True
+            logging.warning(
+                "The run is stalling: after epoch %d the evaluation accuracy of the branches is %.1f%%, still "
+                "below twice chance (%.1f%%), while the training cross-entropy fell from %.3f to %.3f. %s",
+                epoch + 1, 100 * accuracy, 100 * self.bound, self.first_cross_entropy, cross_entropy, self.hint)
 
 
 class LogLearningRate(keras.callbacks.Callback):

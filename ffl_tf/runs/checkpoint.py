@@ -11,12 +11,11 @@ aside as `<name>.corrupt` (never deleted) and the next newest one is used instea
 
 import os
 import re
-import warnings
 
 import keras
 from absl import logging
 
-from ffl_tf.utils import atomic
+from ffl_tf.utils import atomic, keras_compat
 
 _PATTERN = re.compile(r"^epoch-(\d+)(?:-step-(\d+))?\.weights\.h5$")
 CORRUPT_SUFFIX = ".corrupt"
@@ -72,12 +71,7 @@ def restore(model: keras.Model, path: str) -> None:
     optimizer = getattr(model, "optimizer", None)  # an uncompiled model has none
     if optimizer is not None and not optimizer.built:
         optimizer.build(model.trainable_variables)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="Skipping", category=UserWarning)
-        try:
-            model.load_weights(path)
-        except UserWarning as warning:
-            raise ValueError(f"{os.path.basename(path)} lacks some of the model's layers ({warning})") from None
+    keras_compat.load_weights_strictly(model, path)
 
 
 def restore_newest(model: keras.Model, directory: str, *, move_aside: bool = True) -> tuple[Position, str] | None:

@@ -6,6 +6,7 @@
     RUN/logs/                TensorBoard
     RUN/history.csv          every metric, every epoch
     RUN/results.json         per-head accuracy, parameter counts, throughput
+    RUN/model.keras          the trained model as a Keras model file (`keras.saving.load_model`, `ffl_tf.saving`)
 """
 
 import json
@@ -22,6 +23,7 @@ from ffl_tf.runs.settings import Role
 CONFIG = "config.json"
 FLAGS_FILE = "flags.txt"
 RESULTS = "results.json"
+MODEL_FILE = "model.keras"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 HISTORY = "history.csv"
@@ -57,10 +59,13 @@ def read_results(model_dir: str) -> dict:
 
 
 def build_model(run_config: RunConfig | dict) -> DistillationModel:
-    """The (untrained) network described by a run's config (a `RunConfig`, or config.json's content)."""
+    """The (untrained) network described by a run's config (a `RunConfig`, or config.json's content), its
+    `class_names` the run's."""
     if not isinstance(run_config, RunConfig):
         run_config = RunConfig.from_json(run_config)
-    return methods.get(run_config.method).build(**run_config.model)
+    model = methods.get(run_config.method).build(**run_config.model)
+    model.class_names = tuple(run_config.class_names)
+    return model
 
 
 def load_trained_model(model_dir: str, checkpoint_path: str | None = None) -> tuple[DistillationModel, RunConfig, str]:
@@ -89,9 +94,11 @@ def load_trained_model(model_dir: str, checkpoint_path: str | None = None) -> tu
     return model, run_config, found
 
 
-def define_run_flags() -> None:
-    """--model_dir (required) and --checkpoint: how the commands that read a trained run name it."""
-    flags.DEFINE_string("model_dir", None, "Required: the run directory written by `python -m ffl_tf.train`.")
+def define_run_flags(*, model_file: bool = False) -> None:
+    """--model_dir (required) and --checkpoint: how the commands that read a trained run name it (`model_file`:
+    the command also takes a .keras model file, `ffl_tf.saving`)."""
+    flags.DEFINE_string("model_dir", None, "Required: the run directory written by `python -m ffl_tf.train`"
+                        + (", or a .keras model file." if model_file else "."))
     flags.DEFINE_string("checkpoint", None, "A .weights.h5 checkpoint of the run; default: its newest readable one.")
     flags.mark_flags_as_required(["model_dir"])
 

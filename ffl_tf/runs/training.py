@@ -6,13 +6,14 @@ trains the way a run does uses (the benchmarks, the tests).
 """
 
 import os
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from ffl_tf import data, methods
+from ffl_tf import data, methods, saving
 from ffl_tf.data import pipeline
 from ffl_tf.inspection import curves
 from ffl_tf.model.distillation import DISAGREEMENT, DistillationModel, parameter_counts
@@ -81,13 +82,23 @@ def build_or_restore(
     return model, (epoch, step)
 
 
+def stall_hint(config: RunConfig) -> str:
+    """What helps a stalling run: a ramp-up of the distillation for a method that distils, else a lower rate."""
+    if "rampup_epochs" in config.training:
+        return (f"A ramp-up of the distillation lets the networks learn from the labels first: try --rampup_epochs="
+                f"{max(1, config.training['epochs'] // 4)} (now {config.training['rampup_epochs']:g}).")
+    return f"Try a lower --learning_rate (now {config.training['learning_rate']:g})."
+
+
 def make_callbacks(config: RunConfig, model_dir: str, steps: int, *, chief: bool,
-                   stop: preemption.StopRequest) -> list:
+                   stop: preemption.StopRequest, heartbeat: Callable[[], None] | None = None) -> list:
     """Divergence checks, throughput, learning rate, progress bar; on the chief TensorBoard and history.csv;
-    checkpoints last, so an epoch's logs are written before its checkpoint makes it count as done."""
+    checkpoints last, so an epoch's logs are written before its checkpoint makes it count as done (`heartbeat`,
+    the run lock's, runs before each)."""
     training, execution = config.training, config.execution
     run_callbacks = [callbacks.StopOnNonFinite(), callbacks.Throughput(training["batch_size"]),
-                     callbacks.LogLearningRate(), callbacks.HeadlineProgbar()]
+                     callbacks.LogLearningRate(), callbacks.HeadlineProgbar(),
+                     callbacks.StallWarning(config.model["num_classes"], stall_hint(config))]
     if chief:
         run_callbacks += [
             keras.callbacks.TensorBoard(os.path.join(model_dir, run_dir.LOGS), write_graph=False),
@@ -96,7 +107,7 @@ def make_callbacks(config: RunConfig, model_dir: str, steps: int, *, chief: bool
     run_callbacks.append(callbacks.Checkpoints(
         os.path.join(model_dir, run_dir.CHECKPOINTS), epochs=training["epochs"], steps_per_epoch=steps,
         every=execution["checkpoint_every"], every_steps=execution["checkpoint_every_steps"],
-        keep=execution["keep_checkpoints"], is_chief=chief, stop=stop,
+        keep=execution["keep_checkpoints"], is_chief=chief, stop=stop, heartbeat=heartbeat,
     ))
     return run_callbacks
 
@@ -153,10 +164,13 @@ def evaluate(model, config: RunConfig, source: data.Source, evaluation: tuple, t
 
 
 def train(config: RunConfig, model_dir: str, strategy: tf.distribute.Strategy, source: data.Source, *,
-          flags_text: str | None = None, verbose="auto") -> tuple[DistillationModel, dict]:
-    """Trains (or resumes) the run described by `config` in `model_dir`; returns (model, results).
+          flags_text: str | None = None, verbose="auto",
+          heartbeat: Callable[[], None] | None = None) -> tuple[DistillationModel, dict]:
+    """Trains (or resumes) the run described by `config` in `model_dir`; returns (model, results). The chief ends
+    by writing RUN/model.keras (the trained, compiled model as a Keras model file) and results.json.
 
-    `flags_text` (the command's flags in flagfile syntax) is saved as RUN/flags.txt.
+    `flags_text` (the command's flags in flagfile syntax) is saved as RUN/flags.txt. `heartbeat` runs before
+    each checkpoint: the run lock's (`ffl_tf.runs.lock`), which raises if this process no longer holds the run.
     """
     training = config.training
     chief = distribute.is_chief(strategy)
@@ -173,12 +187,13 @@ def train(config: RunConfig, model_dir: str, strategy: tf.distribute.Strategy, s
     # One evaluation stream for the whole run: its decoded images are cached once.
     evaluation = pipeline.distribute_eval(strategy, source, global_batch_size=config.execution["eval_batch_size"])
     with preemption.stop_on_signals(strategy) as stop:
-        run_callbacks = make_callbacks(config, model_dir, steps, chief=chief, stop=stop)
+        run_callbacks = make_callbacks(config, model_dir, steps, chief=chief, stop=stop, heartbeat=heartbeat)
         if position < (training["epochs"], 0):
             fit(model, config, source, strategy, steps, position, evaluation, run_callbacks, verbose)
     throughput = next(c for c in run_callbacks if isinstance(c, callbacks.Throughput)).history
     results = evaluate(model, config, source, evaluation, throughput)
-    if chief:
+    if chief:  # the model file first: results.json marks a finished run
+        saving.save_model(model, os.path.join(model_dir, run_dir.MODEL_FILE))
         atomic.write_json(os.path.join(model_dir, run_dir.RESULTS), results)
         curves.write_run_plots(model_dir)
     return model, results

@@ -11,11 +11,17 @@ them instead of silently training with a workaround that no longer fits:
   from the first replica's gradients only.
 - `offline_weights`: keras.applications download weights through the private `file_utils.get_file`,
   which without network fails only after a timeout and does not say where the file belongs.
+- `load_weights_strictly`: `Model.load_weights` only warns ("Skipping variable loading for ...") when the
+  file lacks some of the model's layers, leaving them with their fresh weights.
+- `mean_state`: the sum and the weight of a `keras.metrics.Mean`, its undocumented `total` and `count`.
+
+tfmot's workarounds live on the export side (`ffl_tf.export.tfmot_compat`), so training never imports tfmot.
 """
 
 import contextlib
 import os
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 
 import keras
@@ -61,6 +67,7 @@ def worker_logs(results: tf.Tensor) -> tf.Tensor:
     return results
 
 
+@keras.saving.register_keras_serializable(package="ffl_tf", name="ReplicaConsistentLossScaleOptimizer")
 class ReplicaConsistentLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     """Skips a step when any replica's gradients are non-finite, not only the first replica's.
 
@@ -113,3 +120,22 @@ def offline_weights(backbone: str) -> Iterator[None]:
         yield
     finally:
         file_utils.get_file = real_get_file
+
+
+def load_weights_strictly(model: keras.Model, path: str) -> None:
+    """`model.load_weights(path)`, raising ValueError where Keras only warns that the file lacks some layers.
+
+    Keras 3.15 emits a UserWarning starting "Skipping variable loading for ..." and keeps those layers' fresh
+    weights; a partly restored model must never be used as if restored.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Skipping", category=UserWarning)
+        try:
+            model.load_weights(path)
+        except UserWarning as warning:
+            raise ValueError(f"{os.path.basename(path)} lacks some of the model's layers ({warning})") from None
+
+
+def mean_state(metric: keras.metrics.Mean) -> tuple:
+    """(sum of weighted values, sum of weights) of a `keras.metrics.Mean`: its `total` and `count` variables."""
+    return metric.total, metric.count

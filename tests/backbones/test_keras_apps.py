@@ -8,6 +8,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from ffl_tf import data, methods
 from ffl_tf.methods.ffl import build_ffl_model
@@ -34,6 +35,7 @@ def test_an_application_branch_computes_the_stand_alone_application_on_raw_pixel
     np.testing.assert_allclose(model(images)["branch_0"], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.real_images
 def test_a_heterogeneous_pair_of_your_cnn_and_an_application_learns_on_real_images(cifar10_sample):
     train, _, info = data.load("image_folder", data_dir=str(cifar10_sample), batch_size=32, eval_batch_size=32)
     model = build_ffl_model([builders.tiny_cnn, "keras:MobileNetV3Small"], info.num_classes, info.image_shape,

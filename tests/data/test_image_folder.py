@@ -1,15 +1,16 @@
-"""image_folder: the shared CIFAR-10 sample and small generated folders."""
+"""image_folder: the shared CIFAR-10 sample and generated folders."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from ffl_tf import data
-from tests.data.images import CIFAR10_ORDER, batches, crops, write_png
+from tests.data.images import CIFAR10_ORDER, COLOURS, batches, crops, write_png
 
 # --- Real images: the shared CIFAR-10 sample as an image folder. ---
 
 
+@pytest.mark.real_images
 def test_image_folder_sample_classes_sizes_and_pixels(cifar10_sample):
     info = data.dataset_info("image_folder", data_dir=str(cifar10_sample))
     assert info.class_names == CIFAR10_ORDER and info.num_classes == 10
@@ -30,14 +31,18 @@ def test_image_folder_sample_classes_sizes_and_pixels(cifar10_sample):
     np.testing.assert_array_equal(first_labels.numpy(), [label for _, label in eval_files[:100]])
 
 
-def test_image_folder_hold_out_is_seeded_and_listing_order_independent(cifar10_sample, monkeypatch):
-    root = str(cifar10_sample)
+# --- Generated images: the folder of 5,100 coloured squares (tests/conftest.py: squares_folder). ---
+
+
+def test_image_folder_hold_out_is_seeded_and_listing_order_independent(squares_folder, monkeypatch):
+    root = str(squares_folder)
     classes, train, eval_, dropped = data.image_folder_files(root, validation_fraction=0.2, seed=0)
-    assert classes == CIFAR10_ORDER and dropped == 0
+    assert classes == tuple(COLOURS) and dropped == 0
     assert data.image_folder_files(root, validation_fraction=0.2, seed=0) == (classes, train, eval_, dropped)
     train_paths, eval_paths = {p for p, _ in train}, {p for p, _ in eval_}
     assert not train_paths & eval_paths
-    assert len(train_paths | eval_paths) == 5085 and len(eval_paths) == 1017
+    # round(0.2 * 5100) = 1020 held out.
+    assert len(train_paths | eval_paths) == 5100 and len(eval_paths) == 1020
     assert {p for p, _ in data.image_folder_files(root, seed=1)[2]} != eval_paths
     assert all(p.split("/")[-2] == classes[label] for p, label in train + eval_)
 

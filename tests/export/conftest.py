@@ -1,8 +1,10 @@
-"""A small trained run directory (two resnet14 branches on the CIFAR-10 image sample) shared by the export tests.
+"""A small trained run directory (two resnet14 branches on the generated squares folder) shared by the export tests.
 
-It is trained in-process for 150 steps, without the training CLI, to about 30% accuracy: enough above
-chance (10%) for int8 rounding to flip few predictions. It is written in the layout `ffl_tf.train`
-produces: config.json and checkpoints/epoch-0001.weights.h5.
+It is trained in-process for TRAIN_STEPS steps, without the training CLI, on the ten-class image folder of
+coloured squares (tests/conftest.py: squares_folder), to about 80% accuracy on the held-out images: well above
+chance (10%) without being perfect, so the int8 and float16 agreement checks compare real decisions rather
+than a model sure of everything. It is written in the layout `ffl_tf.train` produces: config.json and
+checkpoints/epoch-0001.weights.h5.
 """
 
 import dataclasses
@@ -16,7 +18,9 @@ from ffl_tf.model.distillation import DistillationModel
 from ffl_tf.runs import checkpoint, run_dir
 from ffl_tf.utils import atomic
 
-TRAIN_STEPS = 150
+# Measured accuracy of the fused head on the 1,020 held-out images after 40, 60, 150 steps (each its own
+# schedule): 0.49, 0.81, 1.0. At 60 steps eight colours are learnt and orange and yellow still taken for black.
+TRAIN_STEPS = 60
 LEARNING_RATE = 0.02
 BATCH_SIZE = 32
 EVAL_BATCH_SIZE = 100
@@ -51,9 +55,9 @@ def run_config(info: data.DatasetInfo, dataset: dict) -> dict:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, cifar10_sample) -> TrainedRun:
+def trained_run(tmp_path_factory, squares_folder) -> TrainedRun:
     keras.utils.set_random_seed(0)
-    dataset = {"dataset": "image_folder", "data_dir": str(cifar10_sample), "image_size": None,
+    dataset = {"dataset": "image_folder", "data_dir": str(squares_folder), "image_size": None,
                "validation_fraction": 0.2, "skip_bad_images": False}
     train_ds, _, info = data.load(**dataset, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE, download=False)
     config = run_config(info, dataset)

@@ -20,6 +20,8 @@ CLI_RUNS = {
     "saved_model bad run": ["export.saved_model", "--model_dir=/no/such/run", "--export_dir=/tmp/unused"],
     "tflite qat on ensemble": ["export.tflite", "--model_dir={run}", "--head=ensemble", "--quantize=qat",
                                "--output=/tmp/unused.tflite"],
+    "tflite int8 of a model file without data": ["export.tflite", "--model_dir=/no/such/model.keras",
+                                                 "--quantize=int8", "--output=/tmp/unused.tflite"],
     "saved_model help": ["export.saved_model", "--help"],
     "tflite help": ["export.tflite", "--help"],
 }
@@ -103,6 +105,9 @@ def test_failed_export_leaves_no_partial_version(trained_run, tmp_path, monkeypa
 @pytest.mark.parametrize("name, message", [
     ("saved_model bad run", "export.saved_model: error: /no/such/run is not a training run: config.json is missing."),
     ("tflite qat on ensemble", "export.tflite: error: --quantize=qat fine-tunes a single branch, not --head=ensemble;"),
+    ("tflite int8 of a model file without data", "export.tflite: error: --quantize=int8 calibrates on training images, "
+                                                 "which the model file /no/such/model.keras does not name: pass "
+                                                 "--dataset (and --data_dir) of the data it was trained on."),
 ])
 def test_cli_errors_are_one_line_without_traceback(cli_runs, name, message):
     result = cli_runs[name]
@@ -113,7 +118,7 @@ def test_cli_errors_are_one_line_without_traceback(cli_runs, name, message):
 
 @pytest.mark.parametrize("name, defaults", [
     ("saved_model help", ["--head: Head to export", "(default: 'fused')", "--export_dir", "--model_name"]),
-    ("tflite help", ["(default: 'none')", "<none|float16|dynamic|int8|qat>", "--eval_examples",
+    ("tflite help", ["(default: 'none')", "<none|float16|dynamic|int8|qat>", "--eval_examples", "--dataset",
                      "(default: '200')", "--qat_learning_rate", "(default: '0.001')"]),
 ])
 def test_help_documents_every_flag(cli_runs, name, defaults):

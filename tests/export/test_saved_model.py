@@ -133,7 +133,7 @@ def test_printed_signature_is_read_from_the_saved_model(exports):
 
 
 def test_documented_rest_request_is_valid_for_the_signature(exports, trained_run, tmp_path, monkeypatch):
-    image_file = sorted(pathlib.Path(trained_run.config["dataset"]["data_dir"], "train", "cat").iterdir())[0]
+    image_file = sorted(pathlib.Path(trained_run.config["dataset"]["data_dir"], "train").glob("*/*.png"))[0]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["make_request.py", str(image_file)])
     exec(saved_model.REQUEST_SNIPPET.format(height=32, width=32, channels=3), {})

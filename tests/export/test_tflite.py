@@ -52,8 +52,9 @@ def test_models_take_raw_uint8_pixels_and_return_float_logits(converted, mode):
     assert outputs["dtype"] == np.float32 and list(outputs["shape_signature"]) == [-1, 10]
 
 
-# Largest difference from the Keras logits (which vary by about 1.3): measured 2e-6 for float32 and
-# 0.009 for float16 weights, on the whole evaluation split.
+# Largest difference from the Keras logits (standard deviation 2.0) on the whole evaluation split of the squares:
+# measured 5e-6 for float32 and 0.007 for float16 weights (on the CIFAR-10 sample, where the logits varied by
+# about 1.3: 2e-6 and 0.009).
 @pytest.mark.parametrize("mode, logit_tolerance", [("none", 1e-4), ("float16", 0.02)])
 def test_float_models_have_the_keras_logits_and_top1_on_every_image(converted, trained_run, run_data, mode,
                                                                     logit_tolerance):
@@ -61,8 +62,9 @@ def test_float_models_have_the_keras_logits_and_top1_on_every_image(converted, t
     lite, keras = tflite_logits(converted[mode], images), keras_logits(trained_run, images)
     np.testing.assert_allclose(lite, keras, atol=logit_tolerance)
     # Top-1 is the same on every image whose decision is not a tie within that tolerance: rounding weights
-    # to float16 can flip a near-tie (one image in 1017 had a top-2 margin of 0.001), nothing else. (The
-    # argmax of the tolerance check above cannot differ elsewhere; this states it.)
+    # to float16 can flip a near-tie (on the CIFAR-10 sample one image in 1017 had a top-2 margin of 0.001; on
+    # the squares the smallest is 0.05), nothing else. (The argmax of the tolerance check above cannot differ
+    # elsewhere; this states it.)
     top2 = np.sort(keras, axis=-1)[:, -2:]
     decided = top2[:, 1] - top2[:, 0] > 2 * logit_tolerance
     assert decided.mean() > 0.75  # most images: the check is not vacuous
@@ -80,7 +82,9 @@ def test_int8_loses_at_most_one_point_on_the_whole_eval_split_at_under_30_percen
     _, images, labels = run_data
     keras_accuracy = np.mean(np.argmax(keras_logits(trained_run, images), -1) == labels)
     int8_accuracy = np.mean(np.argmax(tflite_logits(converted["int8"], images), -1) == labels)
-    assert len(images) > 1000 and keras_accuracy > 0.2  # the whole split, of a model well above chance (0.1)
+    # The whole split, of a model well above chance (0.1). Measured: 0.81 for Keras and int8 alike; int8
+    # calibrated on black images gives 0.12, on noise images without squares 0.28.
+    assert len(images) > 1000 and keras_accuracy > 0.2
     assert int8_accuracy >= keras_accuracy - 0.01
     assert len(converted["int8"]) <= 0.30 * len(converted["none"])
 

@@ -150,6 +150,7 @@ def test_mixed_precision_scales_the_loss_and_keeps_float32_logits(mixed_float16)
     assert np.linalg.norm(step_mixed - step_float) < 0.2 * np.linalg.norm(step_float)
 
 
+@pytest.mark.real_images
 def test_training_on_real_images_lowers_the_loss(cifar10_sample):
     train, _, info = data.load("image_folder", data_dir=str(cifar10_sample), batch_size=64, eval_batch_size=64)
     model = build_ffl_model(

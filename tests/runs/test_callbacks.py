@@ -1,7 +1,12 @@
 """The run's callbacks: checkpoints per epoch, per N steps and on a stop request; the headline progress bar."""
 
+import logging
+
+import keras
+import numpy as np
 import pytest
 
+from ffl_tf import methods
 from ffl_tf.runs import callbacks, preemption
 from tests.runs.test_checkpoint import trained_model
 
@@ -77,3 +82,28 @@ def test_headline_progbar_shows_the_headline_numbers_only():
     shown = callbacks.HeadlineProgbar()._headline({"loss": 1.0, "ce_fused": 2.0, "acc_fused": 0.5,
                                                     "val_acc_fused": 0.4, "val_kd_weight": 1.0})
     assert shown == {"loss": 1.0, "acc_fused": 0.5, "val_acc_fused": 0.4}
+
+
+def test_a_run_built_to_stall_warns_once_naming_the_setting_that_helps(caplog):
+    """DML (T = 1, no ramp-up) on random labels: the training cross-entropy falls as the networks memorise, while
+    evaluation stays at chance, below twice chance after 3 epochs."""
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (64, 8, 8, 3)).astype("uint8"), rng.integers(0, 10, 64).astype("int32")
+    model = methods.get("dml").build(["resnet8", "resnet8"], 10, (8, 8, 3), shared_stages=0)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), distillation_loss=methods.loss_fn("dml"),
+                  steps_per_epoch=4, rampup_epochs=0.0, weight_decay=1e-4)
+    hint = "try --rampup_epochs=2"
+    with caplog.at_level(logging.WARNING):
+        history = model.fit(images, labels, batch_size=16, epochs=5, validation_data=(images[::-1], labels),
+                            callbacks=[callbacks.StallWarning(10, hint)], verbose=0, shuffle=False).history
+    assert history["ce_branches"][-1] < history["ce_branches"][0]
+    warnings = [r.getMessage() for r in caplog.records if "stalling" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].endswith(hint) and "after epoch 3" in warnings[0]
+
+
+def test_a_learning_run_does_not_warn(caplog):
+    callback = callbacks.StallWarning(10, "hint")
+    with caplog.at_level(logging.WARNING):
+        for epoch, (cross_entropy, accuracy) in enumerate([(4.6, 0.15), (4.0, 0.19), (3.5, 0.25), (3.0, 0.4)]):
+            callback.on_epoch_end(epoch, {"ce_branches": cross_entropy, "val_acc_branch_mean": accuracy})
+    assert not [r for r in caplog.records if "stalling" in r.getMessage()]

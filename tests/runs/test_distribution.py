@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from ffl_tf import data, methods
@@ -87,3 +88,50 @@ def test_every_replica_gets_the_same_number_of_full_evaluation_batches(two_cpu_r
         assert shapes == [(8, 4, 4, 3), (8, 4, 4, 3)]
     weights = np.concatenate([np.concatenate(two_cpu_replicas.experimental_local_results(b[2])) for b in batches])
     assert weights.tolist() == [1.0] * 17 + [0.0] * 15
+
+
+def evaluate_users_dataset(strategy, weights, images, labels) -> dict:
+    """`model.evaluate` of a user's own dataset (batches of 16, the last one partial) under `strategy`."""
+    with strategy.scope():
+        model = build_ffl_model(["resnet8", "resnet8"], 10, (16, 16, 3), shared_stages=1)
+        model.set_weights(weights)
+        model.compile(keras.optimizers.SGD(0.02), distillation_loss=methods.loss_fn("ffl"), steps_per_epoch=1,
+                      rampup_epochs=0.0, weight_decay=1e-4)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    return model.evaluate(dataset, verbose=0, return_dict=True)
+
+
+def test_a_users_dataset_with_a_partial_last_batch_evaluates_on_two_replicas_as_on_one_device(two_cpu_replicas):
+    # 17 images in batches of 16: the second batch holds one image, which two replicas cannot share without
+    # padding (one of them would get an empty batch, which crashes some CPU kernels).
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (17, 16, 16, 3)).astype("uint8")
+    labels = rng.integers(0, 10, 17).astype("int32")
+    weights = build_ffl_model(["resnet8", "resnet8"], 10, (16, 16, 3), shared_stages=1).get_weights()
+    one = evaluate_users_dataset(tf.distribute.get_strategy(), weights, images, labels)
+    two = evaluate_users_dataset(two_cpu_replicas, weights, images, labels)
+    assert set(one) == set(two)
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_training_batches_a_strategy_would_split_unevenly_are_refused(two_cpu_replicas):
+    with two_cpu_replicas.scope():
+        model = build_ffl_model(["resnet8", "resnet8"], 10, (16, 16, 3), shared_stages=1)
+        model.compile(keras.optimizers.SGD(0.02), distillation_loss=methods.loss_fn("ffl"), steps_per_epoch=1,
+                      rampup_epochs=0.0, weight_decay=1e-4)
+    images = np.zeros((17, 16, 16, 3), "uint8")
+    labels = np.zeros(17, "int32")
+    with pytest.raises(ValueError, match=r"drop_remainder=True and a batch size that is a multiple of 2"):
+        model.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(16), epochs=1, verbose=0)
+
+
+def test_padding_for_replicas_makes_every_batch_split_evenly_and_weighs_only_real_examples():
+    images = np.arange(17 * 2).reshape(17, 2).astype("float32")
+    batches = list(data.pad_for_replicas(tf.data.Dataset.from_tensor_slices((images, np.ones(17, "int32"))).batch(16),
+                                         num_replicas=2))
+    assert [len(labels) for _, labels, _ in batches] == [16, 2]
+    _, labels, weights = batches[1]
+    np.testing.assert_array_equal(weights, [1.0, 0.0])
+    np.testing.assert_array_equal(labels, [1, 0])
+    np.testing.assert_array_equal(batches[1][0][0], images[16])

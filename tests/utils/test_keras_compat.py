@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ffl_tf.methods.ffl import build_ffl_model
+from ffl_tf.utils import keras_compat
 from ffl_tf.utils.keras_compat import ReplicaConsistentLossScaleOptimizer
 
 
@@ -50,3 +52,23 @@ def test_finite_gradients_are_applied_unscaled(two_cpu_replicas):
     weights, scale, iterations = one_step(two_cpu_replicas, ReplicaConsistentLossScaleOptimizer, bad_replica=None)
     np.testing.assert_allclose(weights, 1.0 - 0.1 * 1.0)  # d/dw of the mean over replicas of sum(w * x)
     assert scale == 2.0**15 and iterations == 1
+
+
+def test_keras_warns_skipping_for_a_checkpoint_of_another_network_and_strict_loading_refuses(tmp_path):
+    """Canary of `load_weights_strictly`: Keras's warning text ("Skipping ...") is what it turns into an error."""
+    smaller = build_ffl_model(["resnet8"] * 2, 10, (8, 8, 3), shared_stages=1)
+    larger = build_ffl_model(["resnet14"] * 2, 10, (8, 8, 3), shared_stages=1)
+    path = str(tmp_path / "smaller.weights.h5")
+    smaller.save_weights(path)
+    with pytest.warns(UserWarning, match="Skipping nested container"), pytest.raises(ValueError):
+        larger.load_weights(path)
+    with pytest.raises(ValueError, match="smaller.weights.h5 lacks some of the model's layers"):
+        keras_compat.load_weights_strictly(larger, path)
+
+
+def test_a_mean_metric_keeps_its_weighted_sum_and_weight_in_total_and_count():
+    """Canary of `mean_state`: the undocumented variables the train step all-reduces."""
+    mean = keras.metrics.Mean()
+    mean.update_state([1.0, 3.0], sample_weight=[1.0, 3.0])
+    total, count = keras_compat.mean_state(mean)
+    assert float(total) == 10.0 and float(count) == 4.0 and float(mean.result()) == 2.5

@@ -99,9 +99,19 @@ def expand_config(args: list[str]) -> list[str]:
 def _config_path(name: str) -> pathlib.Path:
     known = shipped_configs()
     if name.removesuffix(CONFIG_SUFFIX) not in known:
-        sys.exit(f"error: {CONFIG_FLAG}={name} is not a shipped config; choose one of: {', '.join(known)} (in "
-                 f"{configs_dir()}), or pass a flagfile of your own with --flagfile=PATH.")
+        sys.exit(f"{_program()}: error: {CONFIG_FLAG}={name} is not a shipped config; choose one of: "
+                 f"{', '.join(known)} (in {configs_dir()}), or pass a flagfile of your own with --flagfile=PATH.")
     return known[name.removesuffix(CONFIG_SUFFIX)]
+
+
+def _program() -> str:
+    """The command's name for messages: `ffl_tf.train` for `python -m ffl_tf.train`, `ffl-train` for the console
+    command."""
+    path = pathlib.Path(sys.argv[0])
+    if path.suffix != ".py":
+        return path.name
+    parts = path.with_suffix("").parts
+    return ".".join(parts[parts.index("ffl_tf"):]) if "ffl_tf" in parts else path.stem
 
 
 def run_module(module: str) -> None:

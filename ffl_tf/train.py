@@ -66,6 +66,9 @@ def start(model_dir: str,
     strategy = distribute.make_strategy(FLAGS.strategy)
     distribute.check_batch_sizes(strategy, batch_size=FLAGS.batch_size, eval_batch_size=FLAGS.eval_batch_size)
     resolved = settings.resolve(train_flags.flag_values())
+    if not FLAGS["split_seed"].present and os.path.isfile(os.path.join(model_dir, run_dir.CONFIG)):
+        # A run resumes on its own hold-out: runs written before --split_seed held out by their --seed.
+        resolved["split_seed"] = run_dir.read_config(model_dir).dataset["split_seed"]
     source = data.open_source(**config.section(resolved, "dataset"), download=FLAGS.download)
     check_branch_inputs(resolved, source.info)
     run_config = RunConfig.from_settings(resolved, source.info)

@@ -500,3 +500,17 @@ def test_a_users_network_that_refuses_the_data_is_refused_with_the_fix_for_resiz
                                        "images (")
     assert str(error.value).endswith("Fix: pass --image_size=16.")
     backbones.check_input("tests.backbones.builders:tiny_cnn", (8, 8, 3), fix="-")  # three channels: fine
+
+
+def test_a_run_directory_written_before_config_sections_of_their_own_still_resumes(tmp_path):
+    """config.json model_version 2 as ffl_tf wrote it before `execution` and `split_seed`: the run resumes with
+    its original command (its hold-out followed --seed then)."""
+    model_dir = tmp_path / "run"
+    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--seed=1", "--verbose=0")).returncode == 0
+    written = read_json(model_dir / run_dir.CONFIG)
+    old = {**written, "training": {**written["training"], **written.pop("execution")}}
+    del old["dataset"]["split_seed"]
+    (model_dir / run_dir.CONFIG).write_text(json.dumps(old))
+    resumed = run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", "--seed=1", "--verbose=0"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from" in resumed.stderr and read_json(model_dir / run_dir.RESULTS)["epochs"] == 2

@@ -18,7 +18,6 @@ the differences of two configs by role, for the resume check and for a compariso
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -71,8 +70,6 @@ class RunConfig:
             "std": list(info.std),
         }
         sections["loss"] = {name: sections["loss"][name] for name in method.loss_settings}
-        if sections["dataset"].get("data_dir"):
-            sections["dataset"]["data_dir"] = os.path.abspath(sections["dataset"]["data_dir"])
         return cls(method=method.name, class_names=tuple(info.class_names), **sections)
 
     @classmethod

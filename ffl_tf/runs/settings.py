@@ -15,6 +15,7 @@ this module defines no flag, so the library can read configs without touching ab
 
 import dataclasses
 import enum
+import os
 from typing import Any
 
 from ffl_tf import methods
@@ -174,5 +175,7 @@ def resolve(values: dict) -> dict:
             value = values.get(name)
             resolved[name] = method.defaults.get(name, METHOD_SETTINGS.get(name)) if value is None else value
     resolved["lr_decay_epochs"] = [int(e) for e in resolved["lr_decay_epochs"]]
+    if resolved.get("data_dir"):  # the same data from any working directory
+        resolved["data_dir"] = os.path.abspath(resolved["data_dir"])
     return resolved
 

@@ -85,3 +85,11 @@ def test_roles_say_what_a_resume_may_change_and_what_a_comparison_reuses():
     assert config.changes(old, new, [Role.EXECUTION]) == [("eval_batch_size", 64, 128)]
     assert {name for name, s in settings.SETTINGS.items() if s.role is Role.FIXED} >= {
         "batch_size", "steps_per_epoch", "mixed_precision", "seed", "backbones", "dataset", "split_seed"}
+
+
+def test_a_relative_data_dir_resolves_to_the_same_run_from_any_working_directory(tmp_path, monkeypatch):
+    values = {**settings.defaults(), "method": "ffl", "dataset": "image_folder", "data_dir": "images"}
+    monkeypatch.chdir(tmp_path)
+    assert settings.resolve(values)["data_dir"] == str(tmp_path / "images")
+    absolute = {**values, "data_dir": str(tmp_path / "images")}
+    assert config.changes(settings.resolve(values), settings.resolve(absolute), [Role.FIXED]) == []

@@ -66,6 +66,7 @@ flags.DEFINE_bool("dry_run", False, "Print the training commands of the runs lef
 flags.DEFINE_bool("report_only", False, "Write the report from the finished runs; train nothing.")
 flags.DEFINE_bool("keep_going", False, "After a failed run, train the others; the comparison still fails at the end.")
 
+
 def _training_flags() -> list:
     return FLAGS.get_key_flags_for_module(train_flags)
 

@@ -47,7 +47,7 @@ import os
 import shlex
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from ffl_tf import methods
 from ffl_tf.comparison import report, runner
@@ -202,8 +202,14 @@ def plan() -> list[Run]:
         if FLAGS[name].present:
             raise ValueError(f"--{name} is set by the comparison for each run; use {instead}.")
     compared = [methods.get(m) for m in FLAGS.methods]
-    refused = [f"--{name}" for name in settings.METHOD_SETTINGS
-               if FLAGS[name].present and not any(takes_flag(m, name) for m in compared)]
+    unused = [name for name in settings.METHOD_SETTINGS
+              if FLAGS[name].present and not any(takes_flag(m, name) for m in compared)]
+    refused = [f"--{name}" for name in unused
+               if not any(takes_flag(methods.get(m), name) for m in methods.METHODS)]
+    for name in sorted(set(unused) - {r[2:] for r in refused}):
+        logging.warning("--%s sets none of --methods=%s (each trains with its own); it applies to the methods "
+                        "that list it in comparison_settings, e.g. from a preset flagfile.", name,
+                        ",".join(FLAGS.methods))
     if refused:
         raise ValueError(f"{', '.join(refused)}: a comparison trains each method with its own defaults "
                          "(ffl_tf/methods/<method>.py); set them for one method with --method_settings=METHOD:NAME="

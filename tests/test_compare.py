@@ -108,6 +108,14 @@ def test_a_setting_only_some_methods_have_applies_to_them_and_method_settings_to
     assert okddip.settings["weight_decay"] == dml.settings["weight_decay"] == 1e-4  # the comparison's, not 5e-4
 
 
+def test_a_preset_setting_for_other_methods_is_not_refused_when_comparing_one_method(parse, tmp_path, caplog):
+    # The preset flagfile's --rampup_epochs is for the methods that take it; DML alone keeps its own (0).
+    parse("--methods=dml", "--backbones=resnet8,resnet8", "--rampup_epochs=8", f"--model_dir={tmp_path}", "--seeds=0")
+    (dml,) = compare.plan()
+    assert dml.settings["rampup_epochs"] == 0.0
+    assert "--rampup_epochs sets none of --methods=dml" in caplog.text
+
+
 def test_a_run_is_finished_when_results_follow_its_last_checkpoint(tmp_path):
     ckpt_dir = tmp_path / run_dir.CHECKPOINTS
     ckpt_dir.mkdir()

@@ -175,8 +175,9 @@ def run_checks(runs: list[compare.Run], info: data.DatasetInfo, data_file: str, 
     for method, run in first.items():
         results[method] = check_method(run, info, data_file, work)
         worst = max(r["difference"] / r["bound"] for r in results[method]["one_step"])
-        print(f"check {method}: initialisation worst |z| {results[method]['initialisation']['worst_z']:.2f} "
-              f"(bound {4.0}); one step worst difference {worst:.3f} of its bound; "
+        initialisation = results[method]["initialisation"]
+        print(f"check {method}: initialisation worst |z| {initialisation['worst_z']:.2f} "
+              f"(bound {initialisation['bound']}); one step worst difference {worst:.3f} of its bound; "
               f"{'ok' if results[method]['ok'] else 'FAILED'}", flush=True)
     atomic.write_json(os.path.join(root, CHECKS), results)
     failed = [m for m, r in results.items() if not r["ok"]]

@@ -18,7 +18,7 @@ from absl.testing import flagsaver
 from ffl_tf import compare, methods
 from ffl_tf.comparison import report
 from ffl_tf.runs import checkpoint, lock, run_dir
-from tests.test_train import REPO_ROOT, cli_env
+from tests.cli import REPO_ROOT, cli_env
 
 TIMEOUT = 300
 

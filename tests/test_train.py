@@ -1,16 +1,10 @@
-"""The training CLI end to end: flags, data, results, resume, divergence, multi-worker."""
+"""The training CLI end to end: flags, data, outputs, users' networks and the errors before any work."""
 
-import json
-import os
 import pathlib
-import re
-import signal
-import socket
 import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -18,33 +12,8 @@ from absl.testing import flagsaver
 
 from ffl_tf import backbones, train
 from ffl_tf.runs import checkpoint, run_dir
+from tests.cli import REPO_ROOT, TINY, cli_env, digits_args, read_json, run_cli
 from tests.data.images import write_png
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Tiny, fast settings shared by the runs below.
-TINY = ["--backbones=resnet8,resnet8", "--shared_stages=1", "--eval_batch_size=64", "--rampup_epochs=1",
-        "--lr_decay_epochs=100"]
-
-
-def cli_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    return {**env, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ffl_tf.train", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-        timeout=timeout, env=cli_env(),
-    )
-
-
-def digits_args(tmp_path: pathlib.Path, model_dir: pathlib.Path, *extra: str) -> list[str]:
-    return ["--dataset=digits", f"--data_dir={tmp_path / 'tfds'}", f"--model_dir={model_dir}", "--batch_size=32",
-            "--steps_per_epoch=5", *TINY, *extra]
-
-
-def read_json(path: pathlib.Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def test_help_lists_flags_with_defaults():
@@ -131,237 +100,6 @@ def test_image_folder_run_leaves_a_complete_run_directory(tmp_path, squares_fold
     assert any((model_dir / run_dir.LOGS).rglob("events.out.tfevents.*"))
     model, _, _ = run_dir.load_trained_model(str(model_dir))
     assert model.get_layer("branch_0") is not None
-
-
-def test_killed_run_resumes_where_it_stopped(tmp_path):
-    model_dir = tmp_path / "run"
-    args = digits_args(tmp_path, model_dir, "--epochs=4", "--verbose=2")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ffl_tf.train", *args], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env=cli_env(),
-    )
-    ckpt_dir = str(model_dir / run_dir.CHECKPOINTS)
-    deadline = time.monotonic() + 240
-    while checkpoint.latest(ckpt_dir) is None and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = checkpoint.latest(ckpt_dir)
-    assert killed_at is not None and killed_at[0][0] < 4, "the run was not killed mid-training"
-
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    epoch = killed_at[0][0]
-    assert f"Resuming from {killed_at[1]} (epoch {epoch}, step {epoch * 5})" in result.stderr
-    assert read_json(model_dir / run_dir.RESULTS)["steps"] == 4 * 5  # continued, not restarted
-    epochs = [line.split(",")[0] for line in (model_dir / "history.csv").read_text().splitlines()[1:]]
-    assert epochs == ["0", "1", "2", "3"]  # each epoch logged once, whatever the moment of the kill
-
-    # Nothing was lost or replayed: the resumed run ends exactly where an uninterrupted one does (CPU
-    # training is deterministic), which needs the restored optimizer state and the data stream continued
-    # at the restored step rather than started again.
-    reference_dir = tmp_path / "uninterrupted"
-    assert run_cli(*digits_args(tmp_path, reference_dir, "--epochs=4", "--verbose=0")).returncode == 0
-    resumed, reference = (checkpoint_arrays(d / run_dir.CHECKPOINTS / "epoch-0004.weights.h5")
-                          for d in (model_dir, reference_dir))
-    assert resumed.keys() == reference.keys() and len(resumed) > 100
-    for name, value in reference.items():
-        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
-
-
-def checkpoint_arrays(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """Every array in a .weights.h5 checkpoint (weights and optimizer state), by its path in the file."""
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, item: arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
-    return arrays
-
-
-def test_rerunning_a_finished_run_only_evaluates(tmp_path):
-    model_dir = tmp_path / "run"
-    args = digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")
-    assert run_cli(*args).returncode == 0
-    first = read_json(model_dir / run_dir.RESULTS)
-    again = run_cli(*args)
-    assert again.returncode == 0
-    assert read_json(model_dir / run_dir.RESULTS)["accuracy"] == first["accuracy"]
-
-
-def test_resuming_with_another_model_or_step_layout_is_refused(tmp_path):
-    model_dir = tmp_path / "run"
-    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")).returncode == 0
-    for flag, message in [
-        ("--backbones=resnet14,resnet14", "holds a run with a different model (backbones: ['resnet8', 'resnet8'] -> "
-                                          "['resnet14', 'resnet14'])"),
-        # The checkpoint's step count would mean other images per step, and mixed_float16 adds loss-scaling
-        # variables to the optimizer state.
-        ("--batch_size=16", "holds a run with a different training setup (batch_size: 32 -> 16)"),
-        ("--mixed_precision=mixed_float16", "different training setup (mixed_precision: float32 -> mixed_float16)"),
-    ]:
-        result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", flag))
-        assert result.returncode != 0 and message in result.stderr, (flag, result.stderr[-2000:])
-    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == (1, 0)
-
-
-@pytest.mark.parametrize("steps_per_epoch, learning_rate, message", [
-    (5, "1e30", r"the training loss became (nan|inf) at step \d of epoch 2"),
-    # One step per epoch whose update makes the weights infinite: its logged loss (computed before the
-    # update) is finite, and the epoch ends right after it.
-    (1, "inf", r"the weights became NaN/Inf in the last step of epoch 2"),
-])
-def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, steps_per_epoch, learning_rate, message):
-    model_dir = tmp_path / "run"
-    def args(*extra):
-        return digits_args(tmp_path, model_dir, f"--steps_per_epoch={steps_per_epoch}", "--verbose=0", *extra)
-
-    assert run_cli(*args("--epochs=1")).returncode == 0
-    good = (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").read_bytes()
-    result = run_cli(*args("--epochs=3", f"--learning_rate={learning_rate}"))
-    assert result.returncode != 0
-    assert re.search(message, result.stderr, re.IGNORECASE), result.stderr[-2000:]
-    assert "the last good checkpoint is" in result.stderr and "epoch-0001.weights.h5" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert checkpoint.latest(str(model_dir / run_dir.CHECKPOINTS))[0] == (1, 0)
-    assert (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").read_bytes() == good
-
-
-WORKER_SCRIPT = """
-import dataclasses, json, os, sys
-import numpy as np
-import tensorflow as tf
-from absl import flags
-from ffl_tf import train
-from ffl_tf.data import tfds_sources
-from ffl_tf.runs import training
-
-decoded = []  # a counter of the images this worker's input pipelines decode
-
-
-def counting(source_fn):
-    def wrapped(*args):
-        source = source_fn(*args)
-        decoded.append(tf.Variable(0, dtype=tf.int64))  # after the strategy: it must come first
-        def decode(x):
-            decoded[0].assign_add(1)
-            return source.decode(x)
-        return dataclasses.replace(source, decode=decode)
-    return wrapped
-
-
-tfds_sources.digits_source = counting(tfds_sources.digits_source)
-train.data.digits_source = tfds_sources.digits_source
-flags.FLAGS(["train"] + sys.argv[1:])
-model_dir = flags.FLAGS.model_dir
-strategy, source, config = train.start(model_dir)
-model, results = training.train(config, model_dir, strategy, source, verbose=0)
-task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-np.savez(os.path.join(os.environ["WEIGHTS_DIR"], f"worker{task}.npz"), *model.get_weights(),
-         decoded=decoded[0].numpy())
-"""
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_two_local_workers_train_identical_weights(tmp_path):
-    # Prepare the dataset once so the two workers do not race to build it.
-    from ffl_tf import data
-
-    data.dataset_info("digits", data_dir=str(tmp_path / "tfds"))
-    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
-    # Synchronised BN makes the moving statistics global too, so every weight is identical.
-    args = digits_args(tmp_path, tmp_path / "run", "--epochs=2", "--strategy=multi_worker", "--sync_batchnorm")
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-            env=cli_env(WEIGHTS_DIR=str(tmp_path),
-                        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
-        )
-        for i in range(2)
-    ]
-    outputs = [w.communicate(timeout=400)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
-    chief, other = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
-    assert len(chief.files) > 10
-    for key in chief.files:
-        if key != "decoded":
-            np.testing.assert_array_equal(chief[key], other[key])
-    assert read_json(tmp_path / "run" / run_dir.RESULTS)["steps"] == 10
-    assert checkpoint.latest(str(tmp_path / "run" / run_dir.CHECKPOINTS))[0] == (2, 0)
-    # Each worker decodes its own half of the 1438 training and 359 evaluation digits, once (then cached).
-    assert int(chief["decoded"]) + int(other["decoded"]) == 1438 + 359
-    assert abs(int(chief["decoded"]) - int(other["decoded"])) <= 2
-
-
-def test_sigterm_mid_epoch_checkpoints_that_step_and_the_rerun_ends_bitwise_equal(tmp_path):
-    """A preempted run (SIGTERM) saves the step it reached; rerunning it ends exactly as if never stopped."""
-    model_dir = tmp_path / "run"
-    # 44 steps per epoch (1438 digits in batches of 32): the signal lands early in epoch 2, far from its end.
-    args = digits_args(tmp_path, model_dir, "--epochs=3", "--steps_per_epoch=44", "--checkpoint_every_steps=2",
-                       "--verbose=0")
-    process = subprocess.Popen([sys.executable, "-m", "ffl_tf.train", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=cli_env())
-    ckpt_dir = model_dir / run_dir.CHECKPOINTS
-    deadline = time.monotonic() + 240
-    while not (ckpt_dir / "epoch-0001-step-000002.weights.h5").exists() and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 75, stderr[-3000:]  # EX_TEMPFAIL: preempted, retry
-    (epoch, step), path = checkpoint.latest(str(ckpt_dir))
-    assert epoch == 1 and 2 < step < 44, (epoch, step)
-    assert f"Stopped on request at step {step} of 44 of epoch 2; saved checkpoint {path}" in stderr
-    assert "Traceback" not in stderr
-
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Epoch 2 resumes at step {step} of 44" in result.stderr
-    assert read_json(model_dir / run_dir.RESULTS)["steps"] == 3 * 44
-    epochs = [line.split(",")[0] for line in (model_dir / run_dir.HISTORY).read_text().splitlines()[1:]]
-    assert epochs == ["0", "1", "2"]
-
-    reference_dir = tmp_path / "uninterrupted"
-    assert run_cli(*digits_args(tmp_path, reference_dir, "--epochs=3", "--steps_per_epoch=44",
-                                "--verbose=0")).returncode == 0
-    resumed, reference = (checkpoint_arrays(d / run_dir.CHECKPOINTS / "epoch-0003.weights.h5")
-                          for d in (model_dir, reference_dir))
-    assert resumed.keys() == reference.keys() and len(resumed) > 100
-    for name, value in reference.items():
-        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
-
-
-def test_a_truncated_newest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_previous(tmp_path):
-    model_dir = tmp_path / "run"
-    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", "--verbose=0")).returncode == 0
-    newest = model_dir / run_dir.CHECKPOINTS / "epoch-0002.weights.h5"
-    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # an interrupted copy
-
-    result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=3", "--verbose=0"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Checkpoint {newest} cannot be read" in result.stderr and "Traceback" not in result.stderr
-    previous = model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5"
-    assert f"Resuming from {previous} (epoch 1, step 5)" in result.stderr
-    assert (model_dir / run_dir.CHECKPOINTS / "epoch-0002.weights.h5.corrupt").exists()
-    assert read_json(model_dir / run_dir.RESULTS)["steps"] == 15
-
-
-def test_no_readable_checkpoint_stops_in_one_line(tmp_path):
-    model_dir = tmp_path / "run"
-    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--verbose=0")).returncode == 0
-    (model_dir / run_dir.CHECKPOINTS / "epoch-0001.weights.h5").write_text("garbage")
-    result = run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", "--verbose=0"))
-    assert result.returncode != 0
-    assert "No checkpoint in" in result.stderr and "can be read" in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def bad_image_folder(root: pathlib.Path) -> pathlib.Path:
@@ -500,17 +238,3 @@ def test_a_users_network_that_refuses_the_data_is_refused_with_the_fix_for_resiz
                                        "images (")
     assert str(error.value).endswith("Fix: pass --image_size=16.")
     backbones.check_input("tests.backbones.builders:tiny_cnn", (8, 8, 3), fix="-")  # three channels: fine
-
-
-def test_a_run_directory_written_before_config_sections_of_their_own_still_resumes(tmp_path):
-    """config.json model_version 2 as ffl_tf wrote it before `execution` and `split_seed`: the run resumes with
-    its original command (its hold-out followed --seed then)."""
-    model_dir = tmp_path / "run"
-    assert run_cli(*digits_args(tmp_path, model_dir, "--epochs=1", "--seed=1", "--verbose=0")).returncode == 0
-    written = read_json(model_dir / run_dir.CONFIG)
-    old = {**written, "training": {**written["training"], **written.pop("execution")}}
-    del old["dataset"]["split_seed"]
-    (model_dir / run_dir.CONFIG).write_text(json.dumps(old))
-    resumed = run_cli(*digits_args(tmp_path, model_dir, "--epochs=2", "--seed=1", "--verbose=0"))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resuming from" in resumed.stderr and read_json(model_dir / run_dir.RESULTS)["epochs"] == 2

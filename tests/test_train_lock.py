@@ -9,7 +9,7 @@ import sys
 import time
 
 from ffl_tf.runs import checkpoint, lock, run_dir
-from tests.test_train import REPO_ROOT, cli_env, digits_args, run_cli
+from tests.cli import REPO_ROOT, cli_env, digits_args, run_cli
 
 
 def files(directory) -> dict:

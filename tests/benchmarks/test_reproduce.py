@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
+from tests.cli import REPO_ROOT, cli_env
 from tests.data.images import write_squares_folder
-from tests.test_train import REPO_ROOT, cli_env
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

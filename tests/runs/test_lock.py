@@ -13,7 +13,7 @@ import time
 import pytest
 
 from ffl_tf.runs import lock
-from tests.test_train import REPO_ROOT
+from tests.cli import REPO_ROOT
 
 
 def write_lock(directory, **fields) -> dict:

@@ -47,7 +47,7 @@ import os
 import shlex
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from ffl_tf import methods
 from ffl_tf.comparison import report, runner
@@ -202,14 +202,8 @@ def plan() -> list[Run]:
         if FLAGS[name].present:
             raise ValueError(f"--{name} is set by the comparison for each run; use {instead}.")
     compared = [methods.get(m) for m in FLAGS.methods]
-    unused = [name for name in settings.METHOD_SETTINGS
-              if FLAGS[name].present and not any(takes_flag(m, name) for m in compared)]
-    refused = [f"--{name}" for name in unused
-               if not any(takes_flag(methods.get(m), name) for m in methods.METHODS)]
-    for name in sorted(set(unused) - {r[2:] for r in refused}):
-        logging.warning("--%s sets none of --methods=%s (each trains with its own); it applies to the methods "
-                        "that list it in comparison_settings, e.g. from a preset flagfile.", name,
-                        ",".join(FLAGS.methods))
+    refused = [f"--{name}" for name in settings.METHOD_SETTINGS
+               if FLAGS[name].present and not any(takes_flag(m, name) for m in compared)]
     if refused:
         raise ValueError(f"{', '.join(refused)}: a comparison trains each method with its own defaults "
                          "(ffl_tf/methods/<method>.py); set them for one method with --method_settings=METHOD:NAME="
@@ -242,20 +236,45 @@ def write_report(runs: list[Run]) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's parsing, whose training-flag checks see one --method: the first of --methods that takes --backbones
     and every setting of a method's own given as a flag as given (`comparison_settings`). plan() checks every
-    method."""
+    method. A setting that none of --methods lets a comparison set but another method does (a preset flagfile's
+    --rampup_epochs when comparing DML alone) is left out, with a note: it is for the others."""
     scratch = flags.FlagValues()
     flags.DEFINE_list("methods", FLAGS["methods"].default, "", flag_values=scratch)
     for name in settings.METHOD_SETTINGS:
         flags.DEFINE_string(name, None, "", flag_values=scratch)
     with contextlib.suppress(flags.Error):  # the real parse below reports it
+        argv = [argv[0], *scratch.read_flags_from_files(argv[1:], force_gnu=False)]
         scratch(argv, known_only=True)
-        given = [name for name in settings.METHOD_SETTINGS if scratch[name].present]
         requested = [methods.get(m) for m in scratch.methods if m in methods.METHODS]
+        others = [methods.get(m) for m in methods.METHODS]
+        given = [name for name in settings.METHOD_SETTINGS if scratch[name].present]
+        left_out = [name for name in given if not any(takes_flag(m, name) for m in requested)
+                    and any(takes_flag(m, name) for m in others)]
+        if requested and left_out:
+            argv = _without(argv, left_out)
+            print(f"ffl_tf.compare: note: {', '.join('--' + n for n in left_out)} set(s) none of --methods="
+                  f"{','.join(m.name for m in requested)} (each trains with its own); left out.", file=sys.stderr)
+            given = [name for name in given if name not in left_out]
         using = [m for m in requested if m.comparison_branches is None and all(settings.uses(m, n) for n in given)]
         as_given = [m for m in using if all(takes_flag(m, name) for name in given)]
         if requested:
             FLAGS.set_default("method", (as_given or using or requested)[0].name)
     return app.parse_flags_with_usage(argv)
+
+
+def _without(argv: list[str], names: list[str]) -> list[str]:
+    """`argv` without the arguments that set the flags `names` (`--name=value`, `--name value`, `--[no]name`)."""
+    kept, args = [], iter(argv)
+    for arg in args:
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if name.startswith("no") and name[2:] in names and FLAGS[name[2:]].boolean:
+            continue
+        if name in names:
+            if "=" not in arg and not FLAGS[name].boolean:
+                next(args, None)  # its value, the next argument
+            continue
+        kept.append(arg)
+    return kept
 
 
 def print_commands(runs: list[Run]) -> None:

@@ -108,12 +108,17 @@ def test_a_setting_only_some_methods_have_applies_to_them_and_method_settings_to
     assert okddip.settings["weight_decay"] == dml.settings["weight_decay"] == 1e-4  # the comparison's, not 5e-4
 
 
-def test_a_preset_setting_for_other_methods_is_not_refused_when_comparing_one_method(parse, tmp_path, caplog):
-    # The preset flagfile's --rampup_epochs is for the methods that take it; DML alone keeps its own (0).
-    parse("--methods=dml", "--backbones=resnet8,resnet8", "--rampup_epochs=8", f"--model_dir={tmp_path}", "--seeds=0")
-    (dml,) = compare.plan()
-    assert dml.settings["rampup_epochs"] == 0.0
-    assert "--rampup_epochs sets none of --methods=dml" in caplog.text
+def test_a_preset_setting_for_other_methods_is_left_out_when_comparing_methods_without_it(parse, tmp_path, capsys):
+    # The preset flagfile's --rampup_epochs is for the methods that take it; DML keeps its own (0), and networks
+    # trained alone have none, in either form the flag is given.
+    preset = tmp_path / "preset.flags"
+    preset.write_text("--backbones=resnet8,resnet8\n--rampup_epochs=8\n")
+    parse(f"--flagfile={preset}", "--methods=vanilla,dml", f"--model_dir={tmp_path / 'a'}", "--seeds=0")
+    vanilla, dml = compare.plan()
+    assert dml.settings["rampup_epochs"] == 0.0 and "rampup_epochs" not in vanilla.settings
+    assert "--rampup_epochs set(s) none of --methods=vanilla,dml" in capsys.readouterr().err
+    parse("--methods=vanilla", "--backbones=resnet8,resnet8", "--rampup_epochs", "8", f"--model_dir={tmp_path / 'b'}")
+    assert {r.method for r in compare.plan()} == {"vanilla"}
 
 
 def test_a_run_is_finished_when_results_follow_its_last_checkpoint(tmp_path):

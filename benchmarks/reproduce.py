@@ -13,8 +13,9 @@ ffl_tf decodes it (the hold-out chosen by --split_seed, not by the training seed
 Before any training, ROOT/checks.json: for each method, ffl_tf's freshly built model (seed 0) against the
 reference's (the mean and standard deviation of every weight tensor, as z-scores of their differences, and
 pooled per kind of layer), and then, from ffl_tf's weights, the reference's logits, loss parts and loss parts
-after one step on a batch of real training images (DML's networks updated together, as ffl_tf does). A failed
-check stops the command before any training. Then the runs go seed by seed, each (method, seed) on both sides;
+after one step at full distillation weight on a batch of real training images (DML's networks updated together,
+as ffl_tf does); each method's entry replaces that method's earlier one. A failed check stops the command
+before any training. Then the runs go seed by seed, each (method, seed) on both sides;
 rerunning continues (finished runs on both sides are skipped). At the end, and with --report_only at any
 time, ROOT/reproduce.md and reproduce.json: per method, the headline head and the branch mean, mean +- sample
 standard deviation over the seeds per framework, and the difference of the means (ffl_tf - PyTorch).
@@ -142,12 +143,15 @@ def check_method(run: compare.Run, info: data.DatasetInfo, data_file: str, work:
     loaded = np.load(data_file)
     images = loaded["train_images"][:FLAGS.check_batch_size]
     labels = loaded["train_labels"][:FLAGS.check_batch_size]
-    run_config = RunConfig.from_settings({**run.settings, "seed": 0}, info)
+    # The step at full distillation weight (no ramp-up), so that the distillation's gradients are checked too;
+    # at a ramped method's first step w(0) = exp(-5) would hide them.
+    settings = {**run.settings, "seed": 0, **({"rampup_epochs": 0.0} if "rampup_epochs" in run.settings else {})}
+    run_config = RunConfig.from_settings(settings, info)
     steps = training.steps_per_epoch(len(loaded["train_images"]), run_config.training)
     reference = os.path.join(work, f"{run.method}.npz")
     write_reference(reference, run_config, images, labels, steps)
     settings_file = os.path.join(work, f"{run.method}.json")
-    atomic.write_json(settings_file, torch_settings({**run.settings, "seed": 0}, info))
+    atomic.write_json(settings_file, torch_settings(settings, info))
     answer = subprocess.run(torch_command("check", f"--settings={settings_file}", f"--reference={reference}"),
                             cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True, env=torch_environment())
     found = json.loads(answer.stdout)
@@ -179,7 +183,7 @@ def run_checks(runs: list[compare.Run], info: data.DatasetInfo, data_file: str, 
         print(f"check {method}: initialisation worst |z| {initialisation['worst_z']:.2f} "
               f"(bound {initialisation['bound']}); one step worst difference {worst:.3f} of its bound; "
               f"{'ok' if results[method]['ok'] else 'FAILED'}", flush=True)
-    atomic.write_json(os.path.join(root, CHECKS), results)
+    atomic.write_json(os.path.join(root, CHECKS), {**_read(os.path.join(root, CHECKS)), **results})
     failed = [m for m, r in results.items() if not r["ok"]]
     if failed:
         sys.exit(f"benchmarks.reproduce: error: the sides differ before training for {', '.join(failed)}; see "

@@ -209,10 +209,14 @@ def plan() -> list[Run]:
                          "(ffl_tf/methods/<method>.py); set them for one method with --method_settings=METHOD:NAME="
                          "VALUE, or train a variant with ffl_tf.train.")
     own = parse_method_settings(FLAGS.method_settings)
-    unknown = sorted(set(own) - set(FLAGS.methods))
+    unknown = sorted(set(own) - set(methods.METHODS))
     if unknown:
-        raise ValueError(f"--method_settings names {', '.join(unknown)}, which --methods={','.join(FLAGS.methods)} "
-                         "does not compare.")
+        raise ValueError(f"--method_settings names {', '.join(unknown)}: not a method; choose from: "
+                         f"{', '.join(methods.METHODS)}.")
+    others = sorted(set(own) - set(FLAGS.methods))
+    if others:  # e.g. a preset flagfile's settings for the methods left out of --methods
+        print(f"ffl_tf.compare: note: --method_settings for {', '.join(others)}, which --methods="
+              f"{','.join(FLAGS.methods)} does not compare: left out.", file=sys.stderr)
     return [make_run(method, int(seed), root, own.get(method)) for seed in FLAGS.seeds for method in FLAGS.methods]
 
 

@@ -51,7 +51,7 @@ def parse():
     # A setting of a method's own that no compared method lets a comparison set (--method_settings sets it);
     # one that only some methods have (--fusion_channels: ffl's) applies to those (test below).
     (["--methods=ffl,dml", "--nesterov"], "--nesterov: a comparison trains each method with its own"),
-    (["--methods=ffl,dml", "--method_settings=one:branches=3"], "--method_settings names one, which"),
+    (["--methods=ffl,dml", "--method_settings=foo:branches=3"], "--method_settings names foo: not a method"),
     (["--methods=ffl,dml", "--method_settings=dml:fusion_channels=8"], "dml has no setting 'fusion_channels'"),
     (["--methods=ffl,dml", "--method_settings=dml"], "--method_settings: 'dml' is not method:name=value"),
 ])
@@ -117,8 +117,10 @@ def test_a_preset_setting_for_other_methods_is_left_out_when_comparing_methods_w
     vanilla, dml = compare.plan()
     assert dml.settings["rampup_epochs"] == 0.0 and "rampup_epochs" not in vanilla.settings
     assert "--rampup_epochs set(s) none of --methods=vanilla,dml" in capsys.readouterr().err
-    parse("--methods=vanilla", "--backbones=resnet8,resnet8", "--rampup_epochs", "8", f"--model_dir={tmp_path / 'b'}")
+    parse("--methods=vanilla", "--backbones=resnet8,resnet8", "--rampup_epochs", "8",
+          "--method_settings=one:branches=3", f"--model_dir={tmp_path / 'b'}")
     assert {r.method for r in compare.plan()} == {"vanilla"}
+    assert "--method_settings for one, which --methods=vanilla does not compare: left out" in capsys.readouterr().err
 
 
 def test_a_run_is_finished_when_results_follow_its_last_checkpoint(tmp_path):

@@ -259,10 +259,15 @@ def parse_flags(argv: list[str]) -> list[str]:
             print(f"ffl_tf.compare: note: {', '.join('--' + n for n in left_out)} set(s) none of --methods="
                   f"{','.join(m.name for m in requested)} (each trains with its own); left out.", file=sys.stderr)
             given = [name for name in given if name not in left_out]
-        using = [m for m in requested if m.comparison_branches is None and all(settings.uses(m, n) for n in given)]
+        # A method that declares its own branches (OKDDip) trains with them, not --backbones: check the flags
+        # with another, of the compared ones if there is one.
+        plain = [m for m in requested if m.comparison_branches is None]
+        if requested and not plain:
+            plain = [m for m in others if m.comparison_branches is None]
+        using = [m for m in plain if all(settings.uses(m, n) for n in given)]
         as_given = [m for m in using if all(takes_flag(m, name) for name in given)]
-        if requested:
-            FLAGS.set_default("method", (as_given or using or requested)[0].name)
+        if plain:
+            FLAGS.set_default("method", (as_given or using or plain)[0].name)
     return app.parse_flags_with_usage(argv)
 
 

@@ -121,6 +121,10 @@ def test_a_preset_setting_for_other_methods_is_left_out_when_comparing_methods_w
           "--method_settings=one:branches=3", f"--model_dir={tmp_path / 'b'}")
     assert {r.method for r in compare.plan()} == {"vanilla"}
     assert "--method_settings for one, which --methods=vanilla does not compare: left out" in capsys.readouterr().err
+    # OKDDip alone: it trains its own 4 branches, whatever the preset's --backbones.
+    parse(f"--flagfile={preset}", "--methods=okddip", f"--model_dir={tmp_path / 'c'}", "--seeds=0")
+    (okddip,) = compare.plan()
+    assert okddip.settings["backbones"] == ["resnet8"] * 4 and okddip.settings["rampup_epochs"] == 8.0
 
 
 def test_a_run_is_finished_when_results_follow_its_last_checkpoint(tmp_path):

@@ -135,7 +135,8 @@ def write_reference(path: str, run_config: RunConfig, images: np.ndarray, labels
     train_step_fn(model, (images, labels))()
     arrays |= {f"train/{k}": np.float64(v) for k, v in train.items()}
     arrays |= {f"after_step/{k}": np.float64(v) for k, v in parts().items()}
-    np.savez(path, images=images, labels=labels.astype(np.int64), steps_per_epoch=steps, **arrays)
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=images, labels=labels.astype(np.int64), steps_per_epoch=steps, **arrays)
 
 
 def check_method(run: compare.Run, info: data.DatasetInfo, data_file: str, work: str) -> dict:

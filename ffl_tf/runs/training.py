@@ -86,7 +86,8 @@ def stall_hint(config: RunConfig) -> str:
     """What helps a stalling run: a ramp-up of the distillation for a method that distils, else a lower rate."""
     if "rampup_epochs" in config.training:
         return (f"A ramp-up of the distillation lets the networks learn from the labels first: try --rampup_epochs="
-                f"{max(1, config.training['epochs'] // 4)} (now {config.training['rampup_epochs']:g}).")
+                f"{max(1, round(config.training['epochs'] * 80 / 300))} (the reference codes' 80 of 300 epochs; now "
+                f"{config.training['rampup_epochs']:g}).")
     return f"Try a lower --learning_rate (now {config.training['learning_rate']:g})."
 
 
